@@ -1,0 +1,284 @@
+"""``AIAgentEventHandler``: the base class LLM-provider handlers inherit.
+
+It holds a run's context (endpoint, partition, run, WebSocket connection, task queue),
+persists the run through ``invoke_async_funct`` and streams model output through
+``send_data_to_stream``. Both send the run's *routing key*: the composite
+``endpoint_id#part_id`` when the flag :data:`~ai_agent_handler.FLAG_KEY` is on for the
+endpoint, ``endpoint_id`` otherwise. The flag is evaluated once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from . import rollout
+from .invoker import Utility, build_lambda_client, json_dumps
+from .partition_key import compose, validate_id
+from .rollout import KeyDecision
+from .streaming import XML_FLUSH_LIMIT, split_xml, try_complete_json
+
+__all__ = ["AIAgentEventHandler"]
+
+STREAM_FUNCT = "send_data_to_stream"
+
+
+class AIAgentEventHandler:
+    """Base event handler: run context, partition key, Lambda-facing methods.
+
+    ``setting`` keys read here: ``region_name``, ``aws_access_key_id``,
+    ``aws_secret_access_key`` (all three or none), ``lambda_task_function``, ``test_mode``,
+    ``functs_on_local``, ``accumulated_partial_text_buffer`` (default 10),
+    ``rollout_phase`` (else ``$ROLLOUT_PHASE``) and ``flag_source`` (else ``$FLAG_SOURCE``).
+    Pass ``aws_lambda=`` / ``aws_s3=`` to inject boto3 clients; otherwise they are built on
+    first use, so creating a handler makes no network call.
+    """
+
+    def __init__(self, logger: logging.Logger, agent: Mapping[str, Any], **setting: Any) -> None:
+        self.logger = logger
+        self.agent = agent
+        self._aws_lambda: Any = setting.pop("aws_lambda", None)
+        self._aws_s3: Any = setting.pop("aws_s3", None)
+        self.setting: dict[str, Any] = setting
+        self._endpoint_id: str | None = None
+        self._part_id: str | None = None
+        self._run: dict[str, Any] | None = None
+        self._connection_id: str | None = None
+        self._task_queue: Any = None
+        self._short_term_memory: list[Any] = []
+        self.accumulated_text = ""
+        self.final_output: dict[str, Any] = {}
+        self.uploaded_files: list[Any] = []
+        self._decision: KeyDecision | None = None
+        self._text_buffer_size = int(setting.get("accumulated_partial_text_buffer", 10))
+
+    # -- AWS clients (lazy, injectable) --------------------------------------------------
+    @property
+    def aws_lambda(self) -> Any:
+        """The boto3 Lambda client: the injected one, else built on first use."""
+        if self._aws_lambda is None:
+            self._aws_lambda = build_lambda_client(self.setting)
+        return self._aws_lambda
+
+    @aws_lambda.setter
+    def aws_lambda(self, client: Any) -> None:
+        self._aws_lambda = client
+
+    @property
+    def aws_s3(self) -> Any:
+        """The boto3 S3 client: the injected one, else built on first use."""
+        if self._aws_s3 is None:
+            import boto3
+
+            from .invoker import RETRY_CONFIG, _credentials
+
+            self._aws_s3 = boto3.client("s3", config=RETRY_CONFIG, **_credentials(self.setting))
+        return self._aws_s3
+
+    @aws_s3.setter
+    def aws_s3(self, client: Any) -> None:
+        self._aws_s3 = client
+
+    # -- run context ----------------------------------------------------------------------
+    @property
+    def endpoint_id(self) -> str | None:
+        """Platform identifier, e.g. ``"aws-prod-us-east-1"``."""
+        return self._endpoint_id
+
+    @endpoint_id.setter
+    def endpoint_id(self, value: str | None) -> None:
+        self._endpoint_id = validate_id("endpoint_id", value)
+        self._decision = None
+
+    @property
+    def part_id(self) -> str | None:
+        """Business partition, e.g. ``"acme-corp"``; None until set."""
+        return self._part_id
+
+    @part_id.setter
+    def part_id(self, value: str | None) -> None:
+        self._part_id = validate_id("part_id", value)
+        self._decision = None
+
+    @property
+    def partition_key(self) -> str | None:
+        """``endpoint_id#part_id``, or ``endpoint_id`` without a ``part_id``.
+
+        Pure composition: it does not consult the flag (see :attr:`key_decision`).
+        """
+        return compose(self._endpoint_id, self._part_id)
+
+    @property
+    def phase(self) -> str | None:
+        """The rollout phase: ``setting["rollout_phase"]``, else ``$ROLLOUT_PHASE``."""
+        phase = self.setting.get("rollout_phase") or os.environ.get("ROLLOUT_PHASE")
+        return str(phase) if phase else None
+
+    @property
+    def run(self) -> dict[str, Any] | None:
+        return self._run
+
+    @run.setter
+    def run(self, value: dict[str, Any] | None) -> None:
+        self._run = value
+        self._decision = None
+
+    @property
+    def connection_id(self) -> str | None:
+        return self._connection_id
+
+    @connection_id.setter
+    def connection_id(self, value: str | None) -> None:
+        self._connection_id = value
+
+    @property
+    def task_queue(self) -> Any:
+        return self._task_queue
+
+    @task_queue.setter
+    def task_queue(self, value: Any) -> None:
+        self._task_queue = value
+
+    @property
+    def short_term_memory(self) -> list[Any]:
+        return self._short_term_memory
+
+    @short_term_memory.setter
+    def short_term_memory(self, value: list[Any]) -> None:
+        self._short_term_memory = value
+
+    # -- the per-run key decision ---------------------------------------------------------
+    @property
+    def key_decision(self) -> KeyDecision | None:
+        """The current run's key decision, once the run has sent something."""
+        return self._decision
+
+    def _run_decision(self, run: Mapping[str, Any]) -> KeyDecision:
+        decision = self._decision
+        run_uuid = str(run["run_uuid"])
+        if decision is None or decision.run_uuid != run_uuid:
+            from .flag_config import ensure_provider
+
+            ensure_provider(self.setting, self.logger)
+            decision = rollout.decide(
+                self._endpoint_id,
+                self._part_id,
+                run_uuid=run_uuid,
+                phase=self.phase,
+                logger=self.logger,
+            )
+            self._decision = decision
+        return decision
+
+    # -- Lambda-facing methods ------------------------------------------------------------
+    def invoke_async_funct(self, function_name: str, **params: Any) -> None:
+        """Run a DB operation ``function_name`` in Lambda for this run (no-op without a run).
+
+        Adds ``thread_uuid``, ``run_uuid`` and ``updated_by`` from the run. Errors raise.
+        """
+        run = self._run
+        if run is None:
+            return
+        params.update(
+            {
+                "thread_uuid": run["thread"]["thread_uuid"],
+                "run_uuid": run["run_uuid"],
+                "updated_by": run["updated_by"],
+            }
+        )
+        decision = self._run_decision(run)
+        Utility.invoke_funct_on_aws_lambda(
+            self.logger,
+            decision.routing_key,
+            function_name,
+            params=params,
+            setting=self.setting,
+            test_mode=self.setting.get("test_mode"),
+            aws_lambda=self.aws_lambda,
+            invocation_type="Event",
+            message_group_id=run["run_uuid"],
+            task_queue=self._task_queue,
+        )
+
+    def send_data_to_stream(
+        self,
+        index: int = 0,
+        data_format: str = "text",
+        chunk_delta: str = "",
+        is_message_end: bool = False,
+        suffix: str = "",
+    ) -> None:
+        """Send one chunk to the WebSocket connection (no-op without a connection or run)."""
+        connection_id = self._connection_id
+        run = self._run
+        if connection_id is None or run is None:
+            return
+        decision = self._run_decision(run)
+        message_group_id = f"{connection_id}-{run['run_uuid']}"
+        if suffix:
+            message_group_id += f"-{suffix}"
+        data = json_dumps(
+            {
+                "message_group_id": message_group_id,
+                "data_format": data_format,
+                "index": index,
+                "chunk_delta": chunk_delta,
+                "is_message_end": is_message_end,
+            }
+        )
+        Utility.invoke_funct_on_aws_lambda(
+            self.logger,
+            decision.routing_key,
+            STREAM_FUNCT,
+            params={"connection_id": connection_id, "data": data},
+            setting=self.setting,
+            test_mode=self.setting.get("test_mode"),
+            aws_lambda=self.aws_lambda,
+            invocation_type="Event",
+            message_group_id=message_group_id,
+            task_queue=self._task_queue,
+        )
+
+    # -- streaming helpers ----------------------------------------------------------------
+    def process_text_content(
+        self, index: int, buf: str, output_format: str, suffix: str = ""
+    ) -> tuple[int, str]:
+        """Buffer streamed text; send it once it reaches the buffer size.
+
+        A buffer holding ``<`` is XML: it waits for ``>`` (or more than 500 characters, then
+        goes whole as text) and is sent as text-before, tags, an unclosed ``<...`` remainder
+        and trailing text, one chunk each. Returns the next index and the remaining buffer.
+        """
+        if len(buf) < self._text_buffer_size:
+            return index, buf
+        if "<" not in buf:
+            self.send_data_to_stream(index=index, data_format=output_format, chunk_delta=buf,
+                                     suffix=suffix)
+            return index + 1, ""
+        if ">" not in buf:
+            if len(buf) <= XML_FLUSH_LIMIT:
+                return index, buf
+            self.send_data_to_stream(index=index, data_format="text", chunk_delta=buf,
+                                     suffix=suffix)
+            return index + 1, ""
+        for data_format, piece in split_xml(buf):
+            self.send_data_to_stream(index=index, data_format=data_format, chunk_delta=piece,
+                                     suffix=suffix)
+            index += 1
+        return index, ""
+
+    def process_and_send_json(
+        self, index: int, complete: str, partial: str, data_format: str
+    ) -> tuple[int, str, str]:
+        """Send ``partial`` once ``complete + partial`` can be completed into valid JSON."""
+        if partial and try_complete_json(complete + partial):
+            self.send_data_to_stream(index=index, data_format=data_format, chunk_delta=partial)
+            return index + 1, complete + partial, ""
+        return index, complete, partial
+
+    @staticmethod
+    def try_complete_json(s: str) -> str:
+        """``s`` if valid JSON, else ``s`` closed with the first suffix that parses, else ``""``."""
+        return try_complete_json(s)

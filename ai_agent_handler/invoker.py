@@ -1,0 +1,216 @@
+"""Every Lambda and SQS call the handler makes, on boto3.
+
+:meth:`Utility.invoke_funct_on_aws_lambda` takes the routing key as its second positional
+argument (tests patch it with ``mock.patch.object(Utility, "invoke_funct_on_aws_lambda")``)
+and has three paths:
+
+1. ``test_mode`` local dispatch: run the function in-process;
+2. SQS FIFO when a task queue and a message group id are given;
+3. Lambda ``Invoke`` otherwise.
+
+The payload carries ``key_scheme`` so a receiver can tell a composite key from a legacy one;
+it is derived from the key itself, which is exact because a valid id never contains ``#``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import importlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .partition_key import key_scheme_of
+
+__all__ = [
+    "DEFAULT_LAMBDA_FUNCTION",
+    "InvocationError",
+    "Utility",
+    "build_lambda_client",
+    "json_dumps",
+]
+
+DEFAULT_LAMBDA_FUNCTION = "silvaengine_agenttask"
+
+#: botocore retries throttling, 5xx, connection errors and timeouts, bounded.
+RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4})
+
+
+class InvocationError(RuntimeError):
+    """A Lambda function reported an error (``FunctionError`` or an ``errors`` result)."""
+
+    def __init__(self, message: str, *, funct: str, routing_key: str) -> None:
+        super().__init__(message)
+        self.funct = funct
+        self.routing_key = routing_key
+
+
+def _default(value: object) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def json_dumps(value: object) -> str:
+    """JSON with sorted keys; Decimal as int/float, datetimes as ISO 8601 (the wire format)."""
+    return json.dumps(value, sort_keys=True, default=_default, separators=(",", ":"))
+
+
+def _credentials(setting: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("region_name", "aws_access_key_id", "aws_secret_access_key")
+    if all(setting.get(k) for k in keys):
+        return {k: setting[k] for k in keys}
+    return {}
+
+
+def build_lambda_client(setting: Mapping[str, Any]) -> Any:
+    """A boto3 Lambda client with standard-mode retries.
+
+    Explicit credentials are used only when ``region_name``, ``aws_access_key_id`` and
+    ``aws_secret_access_key`` are all in ``setting``; otherwise boto3's own chain decides.
+    """
+    return boto3.client("lambda", config=RETRY_CONFIG, **_credentials(setting))
+
+
+_clients: dict[tuple[tuple[str, Any], ...], Any] = {}
+
+
+def _shared_lambda_client(setting: Mapping[str, Any]) -> Any:
+    # Building a client costs tens of milliseconds; callers that pass no client share one
+    # per set of credentials (boto3 clients are thread-safe).
+    key = tuple(sorted(_credentials(setting).items()))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = build_lambda_client(setting)
+    return client
+
+
+class Utility:
+    """The AWS edge of the handler."""
+
+    @staticmethod
+    def invoke_funct_on_aws_lambda(
+        logger: logging.Logger,
+        endpoint_id: str,
+        funct: str,
+        params: Mapping[str, Any] | None = None,
+        setting: Mapping[str, Any] | None = None,
+        test_mode: str | None = None,
+        aws_lambda: Any = None,
+        invocation_type: str = "Event",
+        message_group_id: str | None = None,
+        task_queue: Any = None,
+    ) -> Any:
+        """Call ``funct`` for the routing key ``endpoint_id``.
+
+        Returns None for ``Event`` invocations and SQS sends; for ``RequestResponse`` the
+        decoded result's ``data``. Raises :class:`InvocationError` when the function fails;
+        AWS errors are logged with the funct and routing key and re-raised unchanged.
+        """
+        setting = setting or {}
+        params = dict(params or {})
+        if test_mode == "local_for_all" or (test_mode == "local_for_sqs" and not message_group_id):
+            return _invoke_local(logger, funct, params, setting)
+        key_scheme = key_scheme_of(endpoint_id)
+        try:
+            if message_group_id and task_queue is not None:
+                task_queue.send_message(
+                    MessageBody=json_dumps({"params": params}),
+                    MessageGroupId=message_group_id,
+                    MessageAttributes={
+                        "endpoint_id": {"StringValue": endpoint_id, "DataType": "String"},
+                        "funct": {"StringValue": funct, "DataType": "String"},
+                        "key_scheme": {"StringValue": key_scheme, "DataType": "String"},
+                    },
+                )
+                return None
+            client = aws_lambda if aws_lambda is not None else _shared_lambda_client(setting)
+            response = client.invoke(
+                FunctionName=setting.get("lambda_task_function") or DEFAULT_LAMBDA_FUNCTION,
+                InvocationType=invocation_type,
+                Payload=json_dumps(
+                    {
+                        "endpoint_id": endpoint_id,
+                        "funct": funct,
+                        "params": params,
+                        "key_scheme": key_scheme,
+                    }
+                ),
+            )
+        except (ClientError, BotoCoreError) as err:
+            logger.error(
+                "%s for routing key %s failed: %s: %s",
+                funct,
+                endpoint_id,
+                type(err).__name__,
+                err,
+            )
+            raise
+        return _read_response(logger, funct, endpoint_id, invocation_type, response)
+
+
+def _read_response(
+    logger: logging.Logger,
+    funct: str,
+    key: str,
+    invocation_type: str,
+    response: Mapping[str, Any],
+) -> Any:
+    payload = response.get("Payload")
+    body = payload.read() if payload is not None else b""
+    if response.get("FunctionError"):
+        message = f"{funct} for routing key {key} failed in Lambda: {_error_text(body)}"
+        logger.error(message)
+        raise InvocationError(message, funct=funct, routing_key=key)
+    if invocation_type != "RequestResponse":
+        return None
+    result = json.loads(body) if body else None
+    if isinstance(result, dict) and result.get("errors"):
+        message = f"{funct} for routing key {key} returned errors: {result['errors']}"
+        logger.error(message)
+        raise InvocationError(message, funct=funct, routing_key=key)
+    if isinstance(result, dict):
+        # The receiving function answers {"data": ...}; some return the data JSON-encoded.
+        data = result.get("data")
+        if isinstance(data, str):
+            try:
+                return json.loads(data)
+            except ValueError:
+                return data
+        return data
+    return result
+
+
+def _error_text(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(decoded, dict):
+        return str(decoded.get("errorMessage") or decoded)
+    return text
+
+
+def _invoke_local(
+    logger: logging.Logger, funct: str, params: dict[str, Any], setting: Mapping[str, Any]
+) -> Any:
+    functs = setting.get("functs_on_local") or {}
+    target = functs.get(funct)
+    if not target:
+        raise InvocationError(
+            f"test_mode runs {funct} locally but setting['functs_on_local'] has no entry for it",
+            funct=funct,
+            routing_key="",
+        )
+    module = importlib.import_module(target["module_name"])
+    instance = getattr(module, target["class_name"])(logger, **setting)
+    return getattr(instance, funct)(**params)

@@ -1,0 +1,81 @@
+"""pytest plugin: the composite partition key is on by default in tests.
+
+Installed with the package (entry point ``pytest11`` named ``ai_agent_handler``). Before
+each test it registers an OpenFeature ``InMemoryProvider`` for
+:data:`~ai_agent_handler.FLAG_DOMAIN` that resolves :data:`~ai_agent_handler.FLAG_KEY` to
+``composite`` for every endpoint. A test that registers its own provider for the domain
+overrides it. The ``partition_key_flag`` fixture switches the default::
+
+    def test_partial_rollback(partition_key_flag):
+        partition_key_flag.legacy()                          # flag off everywhere
+        partition_key_flag.target({"ep-a": True}, default=False)  # per endpoint
+
+Disable the plugin with ``-p no:ai_agent_handler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import pytest
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+from .rollout import FLAG_DOMAIN, FLAG_KEY
+
+__all__ = ["PartitionKeyFlag", "partition_key_flag"]
+
+_VARIANTS = {"composite": True, "legacy": False}
+
+
+class PartitionKeyFlag:
+    """Controls the in-memory flag the plugin registers for the handler's domain."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, bool] = {}
+        self.default = True
+
+    def composite(self) -> None:
+        """The composite key for every endpoint (the plugin's default)."""
+        self.target({}, default=True)
+
+    def legacy(self) -> None:
+        """The legacy key (plain ``endpoint_id``) for every endpoint."""
+        self.target({}, default=False)
+
+    def target(self, endpoints: Mapping[str, bool], *, default: bool = False) -> None:
+        """Per-endpoint values: ``{"ep-a": True, "ep-b": False}``; others get ``default``."""
+        self.targets = dict(endpoints)
+        self.default = default
+        self.install()
+
+    def install(self) -> None:
+        """(Re-)register this flag's provider for the handler's domain and wait for it."""
+        flag = InMemoryFlag(
+            default_variant="composite" if self.default else "legacy",
+            variants=_VARIANTS,
+            context_evaluator=self._evaluate,
+        )
+        api.set_provider_and_wait(InMemoryProvider({FLAG_KEY: flag}), domain=FLAG_DOMAIN)
+
+    def _evaluate(
+        self, flag: InMemoryFlag[bool], ctx: EvaluationContext
+    ) -> FlagResolutionDetails[bool]:
+        endpoint = ctx.targeting_key
+        if endpoint is not None and endpoint in self.targets:
+            value, reason = self.targets[endpoint], Reason.TARGETING_MATCH
+        else:
+            value, reason = self.default, Reason.STATIC
+        return FlagResolutionDetails(
+            value=value, variant="composite" if value else "legacy", reason=reason
+        )
+
+
+@pytest.fixture(autouse=True)
+def partition_key_flag() -> Iterator[PartitionKeyFlag]:
+    """Registered before every test: composite for every endpoint unless changed."""
+    control = PartitionKeyFlag()
+    control.install()
+    yield control

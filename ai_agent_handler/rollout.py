@@ -1,0 +1,134 @@
+"""The per-run key decision: which key a run sends, decided once from the flag.
+
+The handler asks :func:`decide` once per run and keeps the returned :class:`KeyDecision`
+for every Lambda/SQS call of that run, so a flag change never splits a run between two
+keys. Evaluation goes through the OpenFeature client of :data:`FLAG_DOMAIN`; whatever
+provider is registered there (a :class:`~ai_agent_handler.FlagFileProvider`, flagd, an
+in-memory test provider) answers. OpenFeature never raises from an evaluation: errors come
+back as the code default, which here is ``False`` -- the legacy key, the kill-switch meaning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import FlagEvaluationOptions
+
+from .partition_key import KeyScheme, key_scheme_of, routing_key
+
+__all__ = [
+    "CODE_DEFAULT",
+    "FLAG_DOMAIN",
+    "FLAG_KEY",
+    "KeyDecision",
+    "decide",
+    "evaluation_context",
+    "flag_client",
+]
+
+FLAG_KEY = "composite-partition-key"
+FLAG_DOMAIN = "ai_agent_handler"
+
+#: What the handler uses when the flag cannot be evaluated: the legacy key.
+CODE_DEFAULT = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDecision:
+    """The outcome of one run's flag evaluation, carried with every call of the run."""
+
+    run_uuid: str
+    endpoint_id: str
+    part_id: str | None
+    phase: str | None
+    routing_key: str
+    key_scheme: KeyScheme
+    flag_value: bool
+    variant: str | None
+    reason: str | None
+    error_code: str | None
+    error_message: str | None
+    flag_set_version: str | None
+
+
+def flag_client() -> OpenFeatureClient:
+    """The OpenFeature client the handler evaluates :data:`FLAG_KEY` with."""
+    return api.get_client(domain=FLAG_DOMAIN)
+
+
+def evaluation_context(
+    endpoint_id: str, part_id: str | None, phase: str | None
+) -> EvaluationContext:
+    """``targeting_key = endpoint_id``; attributes ``endpoint_id``, ``part_id``, ``phase``."""
+    attributes: dict[str, str] = {"endpoint_id": endpoint_id}
+    if part_id:
+        attributes["part_id"] = part_id
+    if phase:
+        attributes["phase"] = phase
+    return EvaluationContext(targeting_key=endpoint_id, attributes=attributes)
+
+
+def decide(
+    endpoint_id: str | None,
+    part_id: str | None,
+    *,
+    run_uuid: str,
+    phase: str | None = None,
+    client: OpenFeatureClient | None = None,
+    logger: logging.Logger | None = None,
+) -> KeyDecision:
+    """Evaluate the flag for one run and return the key every call of that run uses.
+
+    Ids are validated first (:class:`~ai_agent_handler.PartitionKeyError`), so an invalid id
+    is refused before the flag is even asked. An evaluation error is logged once, here, with
+    its error code; the run then uses the legacy key.
+    """
+    # Validate before evaluating: the legacy key is checked too (see routing_key).
+    routing_key(endpoint_id, part_id, composite=False)
+    assert endpoint_id is not None  # guaranteed by routing_key
+    part = part_id or None
+    client = client or flag_client()
+    details = client.get_boolean_details(
+        FLAG_KEY,
+        CODE_DEFAULT,
+        evaluation_context(endpoint_id, part, phase),
+        FlagEvaluationOptions(hook_hints={"run_uuid": run_uuid}),
+    )
+    value = details.value is True
+    error_code = details.error_code.value if details.error_code is not None else None
+    if error_code is not None and logger is not None:
+        logger.warning(
+            "flag %s could not be evaluated for endpoint %s (run %s): %s %s; using the legacy key",
+            FLAG_KEY,
+            endpoint_id,
+            run_uuid,
+            error_code,
+            details.error_message or "",
+        )
+    key = routing_key(endpoint_id, part, composite=value)
+    return KeyDecision(
+        run_uuid=run_uuid,
+        endpoint_id=endpoint_id,
+        part_id=part,
+        phase=phase,
+        routing_key=key,
+        key_scheme=key_scheme_of(key),
+        flag_value=value,
+        variant=details.variant,
+        reason=str(details.reason.value) if details.reason is not None else None,
+        error_code=error_code,
+        error_message=details.error_message,
+        flag_set_version=_version(details.flag_metadata),
+    )
+
+
+def _version(metadata: Mapping[str, object] | None) -> str | None:
+    if not metadata:
+        return None
+    version = metadata.get("version")
+    return None if version is None else str(version)
