@@ -254,18 +254,21 @@ class AIAgentEventHandler:
         if len(buf) < self._text_buffer_size:
             return index, buf
         if "<" not in buf:
-            self.send_data_to_stream(index=index, data_format=output_format, chunk_delta=buf,
-                                     suffix=suffix)
+            self.send_data_to_stream(
+                index=index, data_format=output_format, chunk_delta=buf, suffix=suffix
+            )
             return index + 1, ""
         if ">" not in buf:
             if len(buf) <= XML_FLUSH_LIMIT:
                 return index, buf
-            self.send_data_to_stream(index=index, data_format="text", chunk_delta=buf,
-                                     suffix=suffix)
+            self.send_data_to_stream(
+                index=index, data_format="text", chunk_delta=buf, suffix=suffix
+            )
             return index + 1, ""
         for data_format, piece in split_xml(buf):
-            self.send_data_to_stream(index=index, data_format=data_format, chunk_delta=piece,
-                                     suffix=suffix)
+            self.send_data_to_stream(
+                index=index, data_format=data_format, chunk_delta=piece, suffix=suffix
+            )
             index += 1
         return index, ""
 

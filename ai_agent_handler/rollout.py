@@ -120,11 +120,18 @@ def decide(
         key_scheme=key_scheme_of(key),
         flag_value=value,
         variant=details.variant,
-        reason=str(details.reason.value) if details.reason is not None else None,
+        reason=_text(details.reason),
         error_code=error_code,
         error_message=details.error_message,
         flag_set_version=_version(details.flag_metadata),
     )
+
+
+def _text(value: object) -> str | None:
+    # Reason is a StrEnum in recent SDKs and a plain str in providers that return one.
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
 
 
 def _version(metadata: Mapping[str, object] | None) -> str | None:

@@ -60,9 +60,8 @@ def closing_suffix(s: str) -> str | None:
             in_string = True
         elif ch in "{[":
             stack.append("}" if ch == "{" else "]")
-        elif ch in "}]":
-            if not stack or stack.pop() != ch:
-                return None
+        elif ch in "}]" and (not stack or stack.pop() != ch):
+            return None
     if in_string:
         return None
     return "".join(reversed(stack))
