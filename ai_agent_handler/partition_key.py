@@ -38,9 +38,7 @@ def validate_id(field: str, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise PartitionKeyError(
-            f"{field} must be a string, got {type(value).__name__}: {value!r}"
-        )
+        raise PartitionKeyError(f"{field} must be a string, got {type(value).__name__}: {value!r}")
     if value != value.strip():
         raise PartitionKeyError(f"{field} must not have surrounding whitespace: {value!r}")
     if SEPARATOR in value:
