@@ -19,6 +19,7 @@ import decimal
 import importlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .observability import record_invoke_error
 from .partition_key import key_scheme_of
 
 __all__ = [
@@ -112,8 +114,11 @@ class Utility:
         """Call ``funct`` for the routing key ``endpoint_id``.
 
         Returns None for ``Event`` invocations and SQS sends; for ``RequestResponse`` the
-        decoded result's ``data``. Raises :class:`InvocationError` when the function fails;
-        AWS errors are logged with the funct and routing key and re-raised unchanged.
+        decoded result's ``data``. Raises :class:`InvocationError` when the function fails
+        and when AWS refuses the call after botocore's bounded retries (throttling, 5xx,
+        connection errors, timeouts); the message names the funct and the routing key, and
+        the original ``ClientError`` / ``BotoCoreError`` is its ``__cause__``. Nothing is
+        swallowed: each failure is logged, counted (EMF ``LambdaInvokeErrors``) and raised.
         """
         setting = setting or {}
         params = dict(params or {})
@@ -146,15 +151,31 @@ class Utility:
                 ),
             )
         except (ClientError, BotoCoreError) as err:
-            logger.error(
-                "%s for routing key %s failed: %s: %s",
-                funct,
-                endpoint_id,
-                type(err).__name__,
-                err,
+            # botocore's retries (RETRY_CONFIG) are spent: the call failed for good. Every
+            # failed call surfaces as one type that names the funct and the routing key; the
+            # AWS error stays reachable as __cause__ (a ClientError keeps its .response).
+            if isinstance(err, ClientError):
+                code = str(err.response.get("Error", {}).get("Code") or "ClientError")
+                detail = str(err)
+            else:
+                code = type(err).__name__
+                detail = f"{code}: {err}"
+            message = f"{funct} for routing key {endpoint_id} failed: {detail}"
+            logger.error(message)
+            record_invoke_error(funct, endpoint_id, phase=_phase(setting), error_code=code)
+            raise InvocationError(message, funct=funct, routing_key=endpoint_id) from err
+        try:
+            return _read_response(logger, funct, endpoint_id, invocation_type, response)
+        except InvocationError:
+            record_invoke_error(
+                funct, endpoint_id, phase=_phase(setting), error_code="FunctionFailed"
             )
             raise
-        return _read_response(logger, funct, endpoint_id, invocation_type, response)
+
+
+def _phase(setting: Mapping[str, Any]) -> str | None:
+    phase = setting.get("rollout_phase") or os.environ.get("ROLLOUT_PHASE")
+    return str(phase) if phase else None
 
 
 def _read_response(

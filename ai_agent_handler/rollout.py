@@ -19,6 +19,7 @@ from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationOptions
 
+from .observability import decision_hooks
 from .partition_key import KeyScheme, key_scheme_of, routing_key
 
 __all__ = [
@@ -57,8 +58,14 @@ class KeyDecision:
 
 
 def flag_client() -> OpenFeatureClient:
-    """The OpenFeature client the handler evaluates :data:`FLAG_KEY` with."""
-    return api.get_client(domain=FLAG_DOMAIN)
+    """The OpenFeature client the handler evaluates :data:`FLAG_KEY` with.
+
+    It carries the decision hooks (one log record and one metric line per run decision,
+    OpenTelemetry when the host uses it): see :mod:`ai_agent_handler.observability`.
+    """
+    client = api.get_client(domain=FLAG_DOMAIN)
+    client.add_hooks(decision_hooks())
+    return client
 
 
 def evaluation_context(

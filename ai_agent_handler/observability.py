@@ -1,0 +1,303 @@
+"""What an operator sees of the rollout: one decision record per run, and cheap counters.
+
+Three outputs, all fed from the same places and all free of chunk content, agent data and
+credentials (they carry ids, flag outcomes and error codes only):
+
+* **Decision log.** :class:`DecisionHook` is an OpenFeature hook registered on the
+  :data:`~ai_agent_handler.FLAG_DOMAIN` client (see :func:`decision_hooks`). The handler
+  evaluates the flag once per run, so the hook writes exactly one record per run decision to
+  the logger :data:`DECISION_LOGGER`: run, endpoint, routing key, phase, key scheme,
+  variant, reason, error code and flag-set version. The message is one JSON object (CloudWatch
+  Logs Insights and most log pipelines parse it as fields); the same fields are attached to
+  the ``LogRecord`` as ``record.key_decision`` for structured handlers.
+* **Counters.** CloudWatch Embedded Metric Format lines (:class:`EmfMetrics`): a JSON line
+  on stdout that CloudWatch turns into metrics with no agent, no API call and no extra
+  infrastructure in Lambda. Namespace :data:`METRICS_NAMESPACE`, dimensions ``phase`` and
+  ``key_scheme``; metrics ``KeyDecisions``, ``FlagEvaluationErrors`` (one line per run
+  decision), ``LambdaInvokeErrors`` (one line per failed call) and ``StreamChunksFailed``
+  (one line per message end that lost chunks, never one per chunk). On by default inside
+  Lambda, off elsewhere unless ``$AI_AGENT_HANDLER_METRICS=emf`` or
+  :func:`configure_metrics` says so (a library must not print to a host's stdout uninvited).
+* **OpenTelemetry**, when the host uses it: if the host process has imported
+  ``opentelemetry``, the ``openfeature-hooks-opentelemetry`` tracing hook (extra ``otel``) is
+  added next to the decision hook and records each evaluation as a span event. Nothing here
+  imports OpenTelemetry otherwise, so it is never required and costs nothing when absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from openfeature.flag_evaluation import FlagEvaluationDetails, FlagValueType
+from openfeature.hook import Hook, HookContext, HookHints
+
+from .partition_key import SEPARATOR, KeyScheme, key_scheme_of
+
+__all__ = [
+    "DECISION_LOGGER",
+    "METRICS_ENV",
+    "METRICS_NAMESPACE",
+    "DecisionHook",
+    "EmfMetrics",
+    "configure_metrics",
+    "decision_hooks",
+    "metrics",
+    "record_invoke_error",
+    "record_stream_chunks_failed",
+]
+
+#: The logger the per-run decision records go to.
+DECISION_LOGGER = "ai_agent_handler.decisions"
+#: CloudWatch namespace of the EMF counters.
+METRICS_NAMESPACE = "ai_agent_handler"
+#: ``emf`` turns the EMF lines on outside Lambda, ``off`` turns them off inside Lambda.
+METRICS_ENV = "AI_AGENT_HANDLER_METRICS"
+
+_FLAG_KEY = "composite-partition-key"  # rollout.FLAG_KEY (rollout imports this module)
+_DIMENSIONS = ("phase", "key_scheme")
+_NO_PHASE = "none"
+
+_decision_log = logging.getLogger(DECISION_LOGGER)
+
+
+# -- EMF counters -------------------------------------------------------------------------
+class EmfMetrics:
+    """Writes CloudWatch Embedded Metric Format lines, one JSON object per line.
+
+    Thread-safe: each line is written with one ``write`` call under a lock, so lines from
+    concurrent runs never interleave.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        namespace: str = METRICS_NAMESPACE,
+    ) -> None:
+        self._stream = stream
+        self.enabled = _metrics_enabled_by_env() if enabled is None else enabled
+        self.namespace = namespace
+        self._lock = threading.Lock()
+
+    def emit(
+        self,
+        values: Mapping[str, int],
+        *,
+        phase: str | None,
+        key_scheme: str,
+        properties: Mapping[str, object] | None = None,
+    ) -> None:
+        """One EMF line: counters ``values`` under dimensions ``phase`` and ``key_scheme``.
+
+        ``properties`` are extra searchable fields of the log event (not metrics); callers
+        pass ids and codes only.
+        """
+        if not self.enabled:
+            return
+        document: dict[str, object] = dict(properties or {})
+        document.update(values)
+        document["phase"] = phase or _NO_PHASE
+        document["key_scheme"] = key_scheme
+        document["_aws"] = {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": self.namespace,
+                    "Dimensions": [list(_DIMENSIONS)],
+                    "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
+                }
+            ],
+        }
+        line = json.dumps(document, separators=(",", ":"), default=str) + "\n"
+        # Resolve stdout at write time: test runners and hosts swap sys.stdout.
+        stream = self._stream if self._stream is not None else sys.stdout
+        with self._lock:
+            stream.write(line)
+            stream.flush()
+
+
+def _metrics_enabled_by_env() -> bool:
+    setting = os.environ.get(METRICS_ENV, "").strip().lower()
+    if setting in {"emf", "on", "1", "true"}:
+        return True
+    if setting in {"off", "0", "false", "none"}:
+        return False
+    # Inside Lambda stdout goes to CloudWatch Logs, where EMF lines become metrics.
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+_metrics = EmfMetrics()
+
+
+def metrics() -> EmfMetrics:
+    """The process-wide EMF writer the hook, the invoker and the stream dispatcher use."""
+    return _metrics
+
+
+def configure_metrics(
+    *,
+    stream: TextIO | None = None,
+    enabled: bool | None = None,
+    namespace: str = METRICS_NAMESPACE,
+) -> EmfMetrics:
+    """Replace the process-wide EMF writer (``enabled=None``: decide from the environment)."""
+    global _metrics
+    _metrics = EmfMetrics(stream=stream, enabled=enabled, namespace=namespace)
+    return _metrics
+
+
+def record_invoke_error(
+    funct: str, routing_key: str, *, phase: str | None, error_code: str
+) -> None:
+    """Count one Lambda/SQS call that failed for good (after botocore's retries)."""
+    _metrics.emit(
+        {"LambdaInvokeErrors": 1},
+        phase=phase,
+        key_scheme=_scheme(routing_key),
+        properties={"funct": funct, "error_code": error_code},
+    )
+
+
+def record_stream_chunks_failed(count: int, routing_key: str, *, phase: str | None) -> None:
+    """Count the chunks a message lost; call once per message end, not once per chunk."""
+    if count <= 0:
+        return
+    _metrics.emit(
+        {"StreamChunksFailed": count},
+        phase=phase,
+        key_scheme=_scheme(routing_key),
+    )
+
+
+def _scheme(routing_key: str) -> KeyScheme:
+    return key_scheme_of(routing_key) if routing_key else "legacy"
+
+
+# -- the decision hook --------------------------------------------------------------------
+class DecisionHook(Hook):
+    """Logs one structured record and one EMF line per evaluation of the partition-key flag.
+
+    Runs in ``finally_after``, which OpenFeature calls for every evaluation, successful or
+    not (provider not ready, flag missing, type mismatch, provider exception), so a run whose
+    decision fell back to the legacy key is never missing from the log. Other flags of the
+    domain are ignored. A hook must never break an evaluation; OpenFeature swallows hook
+    errors, and this one only formats a few ids.
+    """
+
+    def __init__(self, flag_key: str = _FLAG_KEY) -> None:
+        self.flag_key = flag_key
+
+    def finally_after(
+        self,
+        hook_context: HookContext,
+        details: FlagEvaluationDetails[FlagValueType],
+        hints: HookHints,
+    ) -> None:
+        """Write the decision record and count it."""
+        if hook_context.flag_key != self.flag_key:
+            return
+        record = decision_record(hook_context, details, hints)
+        # INFO even on an evaluation error: rollout.decide already warns once, on the
+        # handler's logger; alarms belong on the FlagEvaluationErrors counter.
+        if _decision_log.isEnabledFor(logging.INFO):
+            _decision_log.info(
+                "%s",
+                json.dumps(record, separators=(",", ":"), sort_keys=True),
+                extra={"key_decision": record},
+            )
+        _metrics.emit(
+            {"KeyDecisions": 1, "FlagEvaluationErrors": 1 if record["error_code"] else 0},
+            phase=record["phase"],
+            key_scheme=str(record["key_scheme"]),
+            properties={"flag_set_version": record["flag_set_version"]},
+        )
+
+
+def decision_record(
+    hook_context: HookContext,
+    details: FlagEvaluationDetails[FlagValueType],
+    hints: HookHints,
+) -> dict[str, Any]:
+    """The fields of one decision record (ids, flag outcome, error code; nothing else).
+
+    The key scheme follows the handler's rule: composite only when the flag is on *and* the
+    run has a ``part_id``; the routing key is rebuilt the same way.
+    """
+    context = hook_context.evaluation_context
+    attributes = context.attributes
+    endpoint = _str_or_none(attributes.get("endpoint_id")) or context.targeting_key
+    part = _str_or_none(attributes.get("part_id"))
+    composite = details.value is True and bool(part) and bool(endpoint)
+    if composite:
+        routing_key: str | None = f"{endpoint}{SEPARATOR}{part}"
+    else:
+        routing_key = endpoint
+    error_code = details.error_code
+    metadata = details.flag_metadata or {}
+    version = metadata.get("version")
+    provider = hook_context.provider_metadata
+    return {
+        "event": "key_decision",
+        "flag_key": hook_context.flag_key,
+        "run_uuid": _str_or_none(hints.get("run_uuid")),
+        "endpoint_id": endpoint,
+        "routing_key": routing_key,
+        "phase": _str_or_none(attributes.get("phase")),
+        "key_scheme": "composite" if composite else "legacy",
+        "flag_value": details.value is True,
+        "variant": details.variant,
+        "reason": _text(details.reason),
+        "error_code": _text(error_code),
+        "flag_set_version": None if version is None else str(version),
+        "provider": provider.name if provider is not None else None,
+    }
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+_decision_hook = DecisionHook()
+_otel_hook: Hook | None = None
+_otel_unavailable = False
+
+
+def decision_hooks() -> list[Hook]:
+    """The hooks to register on the :data:`~ai_agent_handler.FLAG_DOMAIN` client.
+
+    Always the :class:`DecisionHook`; plus the OpenTelemetry tracing hook when the host uses
+    OpenTelemetry (it has imported ``opentelemetry``) and the ``otel`` extra is installed.
+    """
+    otel = _otel_tracing_hook()
+    return [_decision_hook] if otel is None else [_decision_hook, otel]
+
+
+def _otel_tracing_hook() -> Hook | None:
+    global _otel_hook, _otel_unavailable
+    if _otel_hook is not None:
+        return _otel_hook
+    # Importing OpenTelemetry ourselves would cost start-up time in every Lambda that does
+    # not use it; a host that does use it has imported it already.
+    if _otel_unavailable or "opentelemetry" not in sys.modules:
+        return None
+    try:
+        from openfeature.contrib.hook.opentelemetry import TracingHook
+    except ImportError:
+        _otel_unavailable = True
+        return None
+    _otel_hook = TracingHook()
+    return _otel_hook

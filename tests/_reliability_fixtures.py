@@ -1,0 +1,290 @@
+"""Fixtures for the reliability suites: EMF capture and a scripted AWS on loopback.
+
+:class:`FaultServer` is a real HTTP server on 127.0.0.1 that speaks just enough of the
+Lambda (rest-json) and SQS (json) wire protocols for ``Invoke`` and ``SendMessage``. Each
+request takes the next action from a script (``"500"``, ``"throttle"``, ``"drop"``,
+``"slow"``, ..., then ``"ok"``), so botocore's real retry logic, error parsing and timeouts
+run against it. Every request is recorded with what it carried and how it was answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from ai_agent_handler import observability
+from ai_agent_handler.invoker import RETRY_CONFIG
+
+REGION = "us-east-1"
+QUEUE_PATH = "/123456789012/agent-tasks.fifo"
+
+#: Seconds the ``slow`` action waits before answering; clients under test time out sooner.
+SLOW_SECONDS = 1.0
+READ_TIMEOUT = 0.25
+
+
+# -- EMF capture --------------------------------------------------------------------------
+class EmfCapture(io.StringIO):
+    """An EMF stream whose lines can be read back as documents."""
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.getvalue().splitlines() if line]
+
+    def total(self, metric: str, **dimensions: str) -> int:
+        """The sum of ``metric`` over lines matching ``dimensions``."""
+        out = 0
+        for doc in self.documents():
+            if metric in doc and all(doc.get(k) == v for k, v in dimensions.items()):
+                out += int(doc[metric])
+        return out
+
+
+@pytest.fixture
+def emf() -> Iterator[EmfCapture]:
+    """EMF lines go to a buffer for the test, and back to the default afterwards."""
+    capture = EmfCapture()
+    observability.configure_metrics(stream=capture, enabled=True)
+    yield capture
+    observability.configure_metrics()
+
+
+# -- scripted AWS on loopback -------------------------------------------------------------
+@dataclass
+class Recorded:
+    """One request the server received and the action it answered with."""
+
+    service: str  # "lambda" | "sqs"
+    action: str
+    key: str | None  # the routing key it carried
+    funct: str | None
+    body: dict[str, Any]
+    accepted: bool  # answered with success, i.e. the call arrived
+
+
+@dataclass
+class FaultServer:
+    """A loopback HTTP server answering Lambda Invoke / SQS SendMessage from a script."""
+
+    script: list[str] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+    default: str = "ok"
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def next_action(self) -> str:
+        with self._lock:
+            self._in_flight += 1
+            return self.script.pop(0) if self.script else self.default
+
+    def done(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every request received so far has been answered (``slow`` ones too)."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout):
+                raise AssertionError(f"{self._in_flight} requests still in flight")
+
+    def record(self, entry: Recorded) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def accepted(self) -> list[Recorded]:
+        return [r for r in self.requests if r.accepted]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # Clients pointed at this server, with the library's retry policy.
+    def lambda_client(self, *, read_timeout: float = READ_TIMEOUT) -> Any:
+        config = RETRY_CONFIG.merge(Config(read_timeout=read_timeout, connect_timeout=1))
+        return boto3.client("lambda", region_name=REGION, endpoint_url=self.url, config=config)
+
+    def queue(self, *, read_timeout: float = READ_TIMEOUT) -> Any:
+        config = RETRY_CONFIG.merge(Config(read_timeout=read_timeout, connect_timeout=1))
+        sqs = boto3.resource("sqs", region_name=REGION, endpoint_url=self.url, config=config)
+        return sqs.Queue(self.url + QUEUE_PATH)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return None  # dropped connections are part of the script, not server errors
+
+
+def _lambda_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"Type": "User", "message": message}).encode()
+    return status, {"x-amzn-ErrorType": code, "Content-Type": "application/json"}, body
+
+
+def _sqs_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": message}).encode()
+    return status, {"Content-Type": "application/x-amz-json-1.0"}, body
+
+
+_LAMBDA_FAULTS = {
+    "500": (500, "ServiceException", "internal failure"),
+    "502": (502, "EC2ThrottledException", "bad gateway"),
+    "503": (503, "ServiceUnavailable", "unavailable"),
+    "throttle": (429, "TooManyRequestsException", "Rate exceeded"),
+    "denied": (403, "AccessDeniedException", "not authorized to perform lambda:InvokeFunction"),
+    "notfound": (404, "ResourceNotFoundException", "Function not found"),
+}
+_SQS_FAULTS = {
+    "500": (500, "InternalError", "internal failure"),
+    "503": (503, "ServiceUnavailable", "unavailable"),
+    "throttle": (400, "RequestThrottled", "Rate exceeded"),
+    "denied": (400, "AccessDenied", "not authorized to perform sqs:SendMessage"),
+    "notfound": (400, "QueueDoesNotExist", "The specified queue does not exist"),
+}
+
+
+def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            action = server.next_action()
+            try:
+                if "/functions/" in self.path:
+                    self._lambda(action, raw)
+                else:
+                    self._sqs(action, raw)
+            except OSError:
+                pass  # the client gave up (timeout) and closed the socket first
+            finally:
+                server.done()
+
+        def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _drop(self) -> None:
+            # Close without an answer: the client sees the connection reset / closed.
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        def _lambda(self, action: str, raw: bytes) -> None:
+            payload = json.loads(raw or b"{}")
+            invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+            function = unquote(self.path.split("/functions/", 1)[1].split("/", 1)[0])
+            entry = Recorded(
+                service="lambda",
+                action=action,
+                key=payload.get("endpoint_id"),
+                funct=payload.get("funct"),
+                body={"function": function, "type": invocation_type, **payload},
+                accepted=False,
+            )
+            if action == "drop":
+                server.record(entry)
+                self._drop()
+                return
+            if action == "slow":
+                # Processed, but answered after the client gave up: a real duplicate risk.
+                time.sleep(SLOW_SECONDS)
+                action = "ok"
+            if action in _LAMBDA_FAULTS:
+                server.record(entry)
+                self._answer(*_lambda_error(*_LAMBDA_FAULTS[action]))
+                return
+            entry.accepted = True
+            server.record(entry)
+            if action == "function-error":
+                body = json.dumps({"errorMessage": "boom", "errorType": "Exception"}).encode()
+                self._answer(200, {"X-Amz-Function-Error": "Unhandled"}, body)
+            elif invocation_type == "Event":
+                self._answer(202, {}, b"")
+            else:
+                self._answer(200, {}, json.dumps({"data": {"ok": True}}).encode())
+
+        def _sqs(self, action: str, raw: bytes) -> None:
+            request = json.loads(raw or b"{}")
+            attributes = request.get("MessageAttributes", {})
+            entry = Recorded(
+                service="sqs",
+                action=action,
+                key=attributes.get("endpoint_id", {}).get("StringValue"),
+                funct=attributes.get("funct", {}).get("StringValue"),
+                body=request,
+                accepted=False,
+            )
+            if action == "drop":
+                server.record(entry)
+                self._drop()
+                return
+            if action == "slow":
+                time.sleep(SLOW_SECONDS)
+                action = "ok"
+            if action in _SQS_FAULTS:
+                server.record(entry)
+                self._answer(*_sqs_error(*_SQS_FAULTS[action]))
+                return
+            entry.accepted = True
+            server.record(entry)
+            message_body = str(request.get("MessageBody", ""))
+            answer = {
+                "MessageId": str(uuid.uuid4()),
+                "MD5OfMessageBody": hashlib.md5(message_body.encode()).hexdigest(),
+                "SequenceNumber": "1",
+            }
+            headers = {"Content-Type": "application/x-amz-json-1.0"}
+            self._answer(200, headers, json.dumps(answer).encode())
+
+    return Handler
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore still decides what to retry and how often; only the sleeps between go.
+
+    Keeps throttling cases (1 s, 2 s, 4 s backoff) fast without touching the decision.
+    """
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0)
