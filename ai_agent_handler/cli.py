@@ -22,7 +22,8 @@ from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.provider.no_op_provider import NoOpProvider
 
-from . import flag_edit
+from . import flag_config, flag_edit
+from .flag_config import PHASES, FlagConfigError
 from .flag_edit import FlagEditError
 from .flag_store import ConflictError, FlagStore, Snapshot, StoreError, open_store
 from .flagfile import FlagFileError, parse, validate
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 PROG = "ai-agent-rollout"
-PHASES = ("dev", "staging", "production")
 ACTOR_ENV = "AI_AGENT_ROLLOUT_ACTOR"
 
 EXIT_OK = 0
@@ -187,18 +187,10 @@ def _percent(text: str) -> int:
 
 def shipped_flag_file(phase: str) -> Path:
     """The phase file shipped with the package (the deploy-time truth)."""
-    from . import flag_config
-
-    finder: Callable[[str], Any] | None = getattr(flag_config, "shipped_flag_file", None)
-    if finder is not None:
-        return Path(finder(phase))
-    # Until the wiring module offers it: the installed package, else the repository.
-    here = Path(__file__).resolve().parent
-    for folder in (here / "flags", here.parent / "flags"):
-        candidate = folder / f"{phase}.flagd.json"
-        if candidate.exists():
-            return candidate
-    raise CliError(f"no shipped flag file for phase {phase!r}", EXIT_ERROR)
+    try:
+        return flag_config.shipped_flag_file(phase)
+    except (FlagConfigError, FileNotFoundError) as err:
+        raise CliError(str(err), EXIT_ERROR) from err
 
 
 def _sources(args: argparse.Namespace) -> list[tuple[str | None, str]]:
@@ -301,7 +293,7 @@ def explain(
         threshold = _composite_from(doc, evaluation_context(endpoint, part_id, phase))
         rule = (
             f"percentage: {state.percent} % of endpoints composite, by a stable hash of the "
-            f"endpoint; this one is composite from percent {threshold}"
+            f"endpoint; this one turns composite at percent >= {threshold}"
         )
     else:
         rule = "custom targeting (not the canonical shape) answered"
@@ -449,7 +441,10 @@ def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return EXIT_OK
     part = f", part_id {result['part_id']}" if result["part_id"] else ""
     out(f"endpoint {result['endpoint_id']}{part}, phase {phase or '?'}, {source}:")
-    out(f"  key      {result['routing_key']}  ({result['key_scheme']} key)")
+    scheme = f"{result['key_scheme']} key"
+    if not result["part_id"]:
+        scheme = "no part_id: endpoint_id is the key whatever the flag says"
+    out(f"  key      {result['routing_key']}  ({scheme})")
     out(f"  variant  {result['variant']}  (reason {result['reason']})")
     out(f"  rule     {result['rule']}")
     if result.get("error_code"):
