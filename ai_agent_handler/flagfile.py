@@ -331,8 +331,9 @@ def _strings(rule: object) -> Iterator[str]:
     if isinstance(rule, str):
         yield rule
     elif isinstance(rule, dict):
-        for value in rule.values():
-            yield from _strings(value)
+        for op, value in rule.items():
+            if op != "var":  # a context attribute's name, not a value
+                yield from _strings(value)
     elif isinstance(rule, list):
         for value in rule:
             yield from _strings(value)
