@@ -32,9 +32,11 @@ from ai_agent_handler.invoker import RETRY_CONFIG
 REGION = "us-east-1"
 QUEUE_PATH = "/123456789012/agent-tasks.fifo"
 
-#: Seconds the ``slow`` action waits before answering; clients under test time out sooner.
+#: Seconds the ``slow`` action waits before answering; clients built for timeout cases give
+#: up after READ_TIMEOUT, the others wait long enough never to time out on a busy machine.
 SLOW_SECONDS = 1.0
-READ_TIMEOUT = 0.25
+READ_TIMEOUT = 0.3
+PATIENT_TIMEOUT = 10.0
 
 
 # -- EMF capture --------------------------------------------------------------------------
@@ -88,7 +90,9 @@ class FaultServer:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -124,11 +128,11 @@ class FaultServer:
         self._server.server_close()
 
     # Clients pointed at this server, with the library's retry policy.
-    def lambda_client(self, *, read_timeout: float = READ_TIMEOUT) -> Any:
+    def lambda_client(self, *, read_timeout: float = PATIENT_TIMEOUT) -> Any:
         config = RETRY_CONFIG.merge(Config(read_timeout=read_timeout, connect_timeout=1))
         return boto3.client("lambda", region_name=REGION, endpoint_url=self.url, config=config)
 
-    def queue(self, *, read_timeout: float = READ_TIMEOUT) -> Any:
+    def queue(self, *, read_timeout: float = PATIENT_TIMEOUT) -> Any:
         config = RETRY_CONFIG.merge(Config(read_timeout=read_timeout, connect_timeout=1))
         sqs = boto3.resource("sqs", region_name=REGION, endpoint_url=self.url, config=config)
         return sqs.Queue(self.url + QUEUE_PATH)

@@ -1,0 +1,288 @@
+"""Fault injection: one table of every fault, its expected outcome, and two invariants.
+
+For every case -- an AWS fault on the Lambda or SQS path, an invalid id, a flag-source
+fault -- the test checks the expected outcome (delivered after botocore's bounded retries,
+or a clear error naming the funct and the routing key) and two invariants:
+
+* nothing was sent with a wrong key: every request that reached the (loopback) AWS carried
+  the run's routing key;
+* nothing was lost: a call either arrived (the server accepted it) or the caller got an
+  exception and the failure was logged and counted -- never a silent drop.
+
+AWS faults run against :class:`~tests._reliability_fixtures.FaultServer`, a real HTTP
+server on 127.0.0.1, so botocore's own retry decisions, error parsing and timeouts are what
+is tested. The number of cases is printed in the test report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ai_agent_handler import AIAgentEventHandler, PartitionKeyError, Utility, rollout
+from ai_agent_handler.invoker import RETRY_CONFIG, InvocationError
+
+from ._reliability_fixtures import (  # noqa: F401  (fixtures)
+    PATIENT_TIMEOUT,
+    READ_TIMEOUT,
+    REGION,
+    EmfCapture,
+    FaultServer,
+    emf,
+    fault_server,
+    no_backoff,
+)
+
+ENDPOINT, PART = "aws-prod-us-east-1", "acme-corp"
+KEY = f"{ENDPOINT}#{PART}"
+RUN = {"run_uuid": "run-f", "updated_by": "tester", "thread": {"thread_uuid": "thread-f"}}
+#: botocore standard mode: ``max_attempts`` counts retries, so 1 + 4 attempts at most.
+MAX_REQUESTS = 1 + int(RETRY_CONFIG.retries["max_attempts"])  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fault and what must happen."""
+
+    id: str
+    path: str  # "lambda" | "sqs" | "lambda-rr" | "refused" | "invalid-id" | ...
+    script: tuple[str, ...] = ()
+    delivered: bool = True  # else: the caller gets an error
+    requests: int | None = None  # exact number of requests the server saw
+    error_code: str | None = None  # AWS code / exception class named in the error
+    cause: type[BaseException] | None = None
+    ids: tuple[Any, Any] = (ENDPOINT, PART)
+    bad_field: str = ""  # for invalid ids: the field the error names
+
+
+def _aws(path: str, script: tuple[str, ...], **kw: Any) -> Case:
+    return Case(id=f"{path}:{'+'.join(script) or 'ok'}", path=path, script=script, **kw)
+
+
+AWS_CASES = [
+    # Retried by botocore and delivered: throttling, 5xx, connection errors, timeouts.
+    _aws("lambda", ("500",), requests=2),
+    _aws("lambda", ("502", "503"), requests=3),
+    _aws("lambda", ("throttle", "throttle"), requests=3),
+    _aws("lambda", ("drop",), requests=2),  # connection closed without an answer
+    _aws("lambda", ("slow",), requests=2),  # read timeout, retried
+    _aws("lambda", ("500", "throttle", "drop", "503"), requests=MAX_REQUESTS),  # last chance
+    _aws("sqs", ("500",), requests=2),
+    _aws("sqs", ("throttle", "throttle"), requests=3),
+    _aws("sqs", ("drop",), requests=2),
+    _aws("sqs", ("slow",), requests=2),
+    # Retries are bounded: a fault that outlasts them raises, after MAX_REQUESTS requests.
+    _aws("lambda", ("500",) * 5, delivered=False, requests=MAX_REQUESTS,
+         error_code="ServiceException", cause=ClientError),
+    _aws("lambda", ("throttle",) * 5, delivered=False, requests=MAX_REQUESTS,
+         error_code="TooManyRequestsException", cause=ClientError),
+    _aws("lambda", ("drop",) * 5, delivered=False, requests=MAX_REQUESTS,
+         error_code="ConnectionClosedError", cause=BotoCoreError),
+    _aws("lambda", ("slow",) * 5, delivered=False, requests=MAX_REQUESTS,
+         error_code="ReadTimeoutError", cause=BotoCoreError),
+    _aws("sqs", ("throttle",) * 5, delivered=False, requests=MAX_REQUESTS,
+         error_code="RequestThrottled", cause=ClientError),
+    _aws("sqs", ("503",) * 5, delivered=False, requests=MAX_REQUESTS,
+         error_code="ServiceUnavailable", cause=ClientError),
+    # Not retried: the answer will not change.
+    _aws("lambda", ("denied",), delivered=False, requests=1,
+         error_code="AccessDeniedException", cause=ClientError),
+    _aws("lambda", ("notfound",), delivered=False, requests=1,
+         error_code="ResourceNotFoundException", cause=ClientError),
+    _aws("sqs", ("denied",), delivered=False, requests=1,
+         error_code="AccessDenied", cause=ClientError),
+    _aws("sqs", ("notfound",), delivered=False, requests=1,
+         error_code="QueueDoesNotExist", cause=ClientError),
+    # The function ran and failed (RequestResponse): the error is Lambda's, raised.
+    _aws("lambda-rr", ("function-error",), delivered=False, requests=1,
+         error_code="boom", cause=None),
+    # Nothing listening: connection refused on every attempt.
+    Case(id="lambda:connection-refused", path="refused", delivered=False, requests=0,
+         error_code="EndpointConnectionError", cause=BotoCoreError),
+]  # fmt: skip
+
+
+def _invalid(case_id: str, endpoint: Any, part: Any, field_name: str) -> Case:
+    return Case(id=f"invalid:{case_id}", path="invalid-id", ids=(endpoint, part),
+                bad_field=field_name, delivered=False, requests=0)  # fmt: skip
+
+
+INVALID_ID_CASES = [
+    _invalid("hash-in-endpoint", "aws#prod", PART, "endpoint_id"),
+    _invalid("hash-in-part", ENDPOINT, "acme#corp", "part_id"),
+    _invalid("hash-only-part", ENDPOINT, "#", "part_id"),
+    _invalid("collision-attempt", "a#b", "c", "endpoint_id"),  # would equal ("a", "b#c")
+    _invalid("part-without-endpoint", None, PART, "endpoint_id"),
+    _invalid("empty-endpoint-with-part", "", PART, "endpoint_id"),
+    _invalid("leading-space-endpoint", " aws-prod", PART, "endpoint_id"),
+    _invalid("trailing-newline-endpoint", "aws-prod\n", PART, "endpoint_id"),
+    _invalid("tab-in-part", ENDPOINT, "\tacme", "part_id"),
+    _invalid("whitespace-only-part", ENDPOINT, "  ", "part_id"),
+    _invalid("int-endpoint", 42, PART, "endpoint_id"),
+    _invalid("bytes-part", ENDPOINT, b"acme", "part_id"),
+    _invalid("dict-part", ENDPOINT, {"id": "acme"}, "part_id"),
+    _invalid("no-endpoint-at-all", None, None, "endpoint_id"),
+]
+
+CASES = AWS_CASES + INVALID_ID_CASES
+
+_tried: list[str] = []
+
+
+class _CaseCount:
+    """Prints the number of fault cases tried in the terminal summary of the run."""
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not _tried:
+            return
+        kinds: dict[str, int] = {}
+        for case_id in _tried:
+            kind = case_id.split(":", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        detail = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+        terminalreporter.write_sep("-", "fault injection")
+        terminalreporter.write_line(f"fault-injection table: {len(_tried)} cases tried ({detail})")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_case_count(request: pytest.FixtureRequest) -> None:
+    # A plugin registered from here, so the count needs nothing in the shared conftest.
+    name = "ai_agent_handler-fault-case-count"
+    if request.config.pluginmanager.get_plugin(name) is None:
+        request.config.pluginmanager.register(_CaseCount(), name=name)
+
+
+def _handler(**setting: Any) -> AIAgentEventHandler:
+    setting.setdefault("stream_dispatch", "sync")
+    return AIAgentEventHandler(logging.getLogger("test.faults"), {"agent_name": "t"}, **setting)
+
+
+def _call_for(case: Case, server: FaultServer, timeout: float) -> Callable[[], Any]:
+    """The call the case exercises: a DB operation through the handler, or the edge itself."""
+    if case.path == "lambda-rr":
+        client = server.lambda_client(read_timeout=timeout)
+        return lambda: Utility.invoke_funct_on_aws_lambda(
+            logging.getLogger("test.faults"),
+            KEY,
+            "get_run",
+            params={"run_uuid": "run-f"},
+            aws_lambda=client,
+            invocation_type="RequestResponse",
+        )
+    if case.path == "refused":
+        closed = FaultServer()
+        url = closed.url
+        closed.close()  # the port is now closed: connections are refused
+        client = boto3.client("lambda", region_name=REGION, endpoint_url=url, config=RETRY_CONFIG)
+        handler = _handler(aws_lambda=client)
+    elif case.path == "sqs":
+        handler = _handler(aws_lambda=server.lambda_client(read_timeout=timeout))
+        handler.task_queue = server.queue(read_timeout=timeout)
+    else:
+        handler = _handler(aws_lambda=server.lambda_client(read_timeout=timeout))
+    handler.endpoint_id, handler.part_id = case.ids
+    handler.run = dict(RUN)
+    return lambda: handler.invoke_async_funct("update_run", status="in_progress")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fault_table(
+    case: Case,
+    fault_server: FaultServer,  # noqa: F811
+    emf: EmfCapture,  # noqa: F811
+    no_backoff: None,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _tried.append(case.id)
+    if case.path == "invalid-id":
+        _check_invalid_id(case, fault_server, emf)
+        return
+
+    fault_server.script.extend(case.script)
+    timeout = READ_TIMEOUT if "slow" in case.script else PATIENT_TIMEOUT
+    call = _call_for(case, fault_server, timeout)
+    error: BaseException | None = None
+    with caplog.at_level(logging.ERROR, logger="test.faults"):
+        try:
+            call()
+        except Exception as err:  # the outcome is checked below
+            error = err
+    fault_server.settle()  # slow requests answered late still count as arrived
+    seen = fault_server.requests
+    accepted = fault_server.accepted()
+
+    # Nothing sent with a wrong key.
+    assert {r.key for r in seen} <= {KEY}, [r.key for r in seen]
+    if case.requests is not None:
+        assert len(seen) == case.requests
+
+    if case.delivered:
+        # Nothing lost: it arrived (a timed-out attempt may arrive too: a duplicate of the
+        # same payload, which receivers dedupe by run and funct).
+        assert error is None, error
+        assert accepted, "a delivered call reached the server"
+        assert all(r.body == accepted[0].body for r in accepted)
+        assert len(accepted) == (2 if "slow" in case.script else 1)
+        assert emf.total("LambdaInvokeErrors") == 0
+        return
+
+    # Nothing lost: the caller knows, the log says which call, the counter moved.
+    assert isinstance(error, InvocationError), repr(error)
+    funct = "get_run" if case.path == "lambda-rr" else "update_run"
+    assert f"{funct} for routing key {KEY}" in str(error)
+    assert case.error_code is not None and case.error_code in str(error)
+    assert (error.funct, error.routing_key) == (funct, KEY)
+    if case.cause is None:
+        assert error.__cause__ is None
+    else:
+        assert isinstance(error.__cause__, case.cause)
+    if isinstance(error.__cause__, ClientError):
+        assert error.__cause__.response["Error"]["Code"] == case.error_code
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [str(error)]
+    assert emf.total("LambdaInvokeErrors", key_scheme="composite") == 1
+    if "slow" not in case.script and "function-error" not in case.script:
+        # Refused calls never arrived. (A timed-out call may have arrived anyway -- the
+        # caller still gets the error, so it is not lost, at worst retried and deduped.)
+        assert not accepted
+
+
+def _check_invalid_id(case: Case, server: FaultServer, metrics: EmfCapture) -> None:
+    """An invalid id raises PartitionKeyError naming the field; nothing reaches AWS.
+
+    The handler refuses it where it enters (the property setter, as the engine assigns ids
+    one by one); a pair whose parts are each valid but not together (a part without an
+    endpoint) is refused at the first call. The key rule itself refuses the raw pair before
+    the flag is even asked.
+    """
+    endpoint, part = case.ids
+    bad = endpoint if case.bad_field == "endpoint_id" else part
+
+    with pytest.raises(PartitionKeyError) as caught:
+        rollout.decide(endpoint, part, run_uuid="run-f")
+    _names(caught.value, case.bad_field, bad)
+    assert metrics.documents() == []  # refused before the flag was evaluated
+
+    handler = _handler(aws_lambda=server.lambda_client())
+    with pytest.raises(PartitionKeyError) as caught:
+        # The engine's order: ids, then run and connection, then calls. It stops at the
+        # first exception, as any caller does that does not swallow it.
+        handler.endpoint_id = endpoint
+        handler.part_id = part
+        handler.run = dict(RUN)
+        handler.connection_id = "conn-f"
+        handler.invoke_async_funct("update_run")
+    _names(caught.value, case.bad_field, bad)
+    assert server.requests == []
+
+
+def _names(error: PartitionKeyError, field_name: str, value: Any) -> None:
+    assert isinstance(error, ValueError)
+    assert field_name in str(error)
+    if value not in (None, ""):
+        assert repr(value) in str(error)  # the message shows the offending value
