@@ -15,14 +15,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import rollout
-from .invoker import Utility, build_lambda_client, json_dumps
+from .dispatch import (
+    DEFAULT_FLUSH_TIMEOUT,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_WORKERS,
+    LIBRARY_INVOKE,
+    STREAM_FUNCT,
+    StreamChannel,
+    StreamDeliveryError,
+    StreamDispatcher,
+    StreamReport,
+    encode_chunk,
+    shared_dispatcher,
+)
+from .invoker import Utility, build_lambda_client
 from .partition_key import compose, validate_id
 from .rollout import KeyDecision
 from .streaming import XML_FLUSH_LIMIT, split_xml, try_complete_json
 
 __all__ = ["AIAgentEventHandler"]
-
-STREAM_FUNCT = "send_data_to_stream"
 
 
 class AIAgentEventHandler:
@@ -52,6 +63,7 @@ class AIAgentEventHandler:
         self.final_output: dict[str, Any] = {}
         self.uploaded_files: list[Any] = []
         self._decision: KeyDecision | None = None
+        self._stream: StreamChannel | None = None  # background stream dispatch, on first use
         self._text_buffer_size = int(setting.get("accumulated_partial_text_buffer", 10))
 
     # -- AWS clients (lazy, injectable) --------------------------------------------------
@@ -122,6 +134,8 @@ class AIAgentEventHandler:
 
     @run.setter
     def run(self, value: dict[str, Any] | None) -> None:
+        if self._stream is not None:
+            self._settle_stream("a new run")
         self._run = value
         self._decision = None
 
@@ -210,36 +224,150 @@ class AIAgentEventHandler:
         is_message_end: bool = False,
         suffix: str = "",
     ) -> None:
-        """Send one chunk to the WebSocket connection (no-op without a connection or run)."""
+        """Send one chunk to the WebSocket connection (no-op without a connection or run).
+
+        By default (``setting["stream_dispatch"] = "background"``) the chunk, with the run's
+        pinned routing key, is handed to a background dispatcher and this returns without
+        waiting on the network (:mod:`ai_agent_handler.dispatch`): SQS FIFO groups get their
+        chunks in index order in batches of up to 10, Lambda ``Event`` invocations run in
+        parallel. It blocks only while the dispatcher's bounded queue is full.
+
+        The chunk with ``is_message_end=True`` waits until every chunk of this handler before
+        it was delivered (at most ``setting["stream_flush_timeout"]`` seconds, default 60)
+        and raises :class:`~ai_agent_handler.dispatch.StreamDeliveryError` when any failed or
+        is still undelivered, after logging the counts -- as upstream raised from the failing
+        chunk's own call, only later, and once per message instead of once per chunk.
+
+        ``"sync"`` keeps the upstream behaviour: one blocking
+        :meth:`Utility.invoke_funct_on_aws_lambda` per chunk in the caller's thread, errors
+        raised from the call. Chunks also go that way with ``test_mode="local_for_all"``
+        (the local function runs in the caller's thread, as upstream) and whenever
+        ``Utility.invoke_funct_on_aws_lambda`` is not the library's own function: a test
+        that patches it reads ``call_args`` right after this returns, and that patch is the
+        contract's test seam.
+        """
         connection_id = self._connection_id
         run = self._run
         if connection_id is None or run is None:
             return
         decision = self._run_decision(run)
-        message_group_id = f"{connection_id}-{run['run_uuid']}"
         if suffix:
-            message_group_id += f"-{suffix}"
-        data = json_dumps(
-            {
-                "message_group_id": message_group_id,
-                "data_format": data_format,
-                "index": index,
-                "chunk_delta": chunk_delta,
-                "is_message_end": is_message_end,
-            }
-        )
-        Utility.invoke_funct_on_aws_lambda(
+            message_group_id = f"{connection_id}-{run['run_uuid']}-{suffix}"
+        else:
+            message_group_id = f"{connection_id}-{run['run_uuid']}"
+        params = {
+            "connection_id": connection_id,
+            "data": encode_chunk(message_group_id, data_format, index, chunk_delta, is_message_end),
+        }
+        setting = self.setting
+        invoke = Utility.invoke_funct_on_aws_lambda
+        if (
+            invoke is not LIBRARY_INVOKE
+            or setting.get("stream_dispatch") == "sync"
+            or setting.get("test_mode") == "local_for_all"
+        ):
+            invoke(
+                self.logger,
+                decision.routing_key,
+                STREAM_FUNCT,
+                params=params,
+                setting=setting,
+                test_mode=setting.get("test_mode"),
+                aws_lambda=self.aws_lambda,
+                invocation_type="Event",
+                message_group_id=message_group_id,
+                task_queue=self._task_queue,
+            )
+            return
+        channel = self._stream or self._open_stream()
+        queue = self._task_queue
+        channel.send(
             self.logger,
             decision.routing_key,
-            STREAM_FUNCT,
-            params={"connection_id": connection_id, "data": data},
-            setting=self.setting,
-            test_mode=self.setting.get("test_mode"),
-            aws_lambda=self.aws_lambda,
-            invocation_type="Event",
-            message_group_id=message_group_id,
-            task_queue=self._task_queue,
+            params,
+            message_group_id,
+            queue,
+            self.aws_lambda if queue is None else None,
+            setting,
+            index,
         )
+        if is_message_end:
+            report = channel.wait(self._stream_timeout())
+            if not report.ok:
+                raise StreamDeliveryError(self._report_stream(report, "message end"), report)
+
+    def flush(self, timeout: float | None = None) -> StreamReport:
+        """Wait until every chunk this handler handed over is delivered; report on them.
+
+        Returns the :class:`~ai_agent_handler.dispatch.StreamReport` since the previous
+        report (message end, new run or flush): delivered, failed, and still pending when
+        ``timeout`` seconds passed (None: wait for all). Failures are logged, not raised.
+        Call it before a Lambda entry point returns when the last chunk was not a message
+        end: a frozen execution environment delivers nothing.
+        """
+        channel = self._stream
+        if channel is None:
+            return StreamReport()
+        report = channel.wait(timeout)
+        if not report.ok:
+            self._report_stream(report, "flush")
+        return report
+
+    @property
+    def stream_dispatcher(self) -> StreamDispatcher:
+        """The dispatcher background chunks go through.
+
+        Shared per process and per ``(stream_workers, stream_queue_size)`` setting (defaults
+        16 and 1000); assign a :class:`~ai_agent_handler.dispatch.StreamDispatcher` to use
+        another (chunks already handed over are waited for first).
+        """
+        return (self._stream or self._open_stream()).dispatcher
+
+    @stream_dispatcher.setter
+    def stream_dispatcher(self, dispatcher: StreamDispatcher) -> None:
+        if self._stream is not None:
+            self._settle_stream("a dispatcher change")
+        self._stream = dispatcher.channel()
+
+    def _open_stream(self) -> StreamChannel:
+        mode = self.setting.get("stream_dispatch", "background")
+        if mode not in ("background", "sync"):
+            raise ValueError(f"stream_dispatch must be 'background' or 'sync', got {mode!r}")
+        dispatcher = shared_dispatcher(
+            int(self.setting.get("stream_workers", DEFAULT_WORKERS)),
+            int(self.setting.get("stream_queue_size", DEFAULT_QUEUE_SIZE)),
+        )
+        channel = self._stream = dispatcher.channel()
+        return channel
+
+    def _stream_timeout(self) -> float | None:
+        timeout = self.setting.get("stream_flush_timeout", DEFAULT_FLUSH_TIMEOUT)
+        return None if timeout is None else float(timeout)
+
+    def _settle_stream(self, reason: str) -> None:
+        # A new run (or dispatcher) starts clean: the previous one's chunks are waited for and
+        # their failures logged -- not raised, they belong to a run that is already over.
+        assert self._stream is not None
+        report = self._stream.wait(self._stream_timeout())
+        if not report.ok:
+            self._report_stream(report, reason)
+
+    def _report_stream(self, report: StreamReport, reason: str) -> str:
+        from .observability import record_stream_chunks_failed
+
+        run_uuid = self._run["run_uuid"] if self._run else None
+        message = (
+            f"stream of run {run_uuid} on connection {self._connection_id} at {reason}: "
+            f"{report.failed + report.pending} chunks not delivered ({report})"
+        )
+        self.logger.error(message)
+        decision = self._decision
+        record_stream_chunks_failed(
+            report.failed + report.pending,
+            decision.routing_key if decision else "",
+            phase=self.phase,
+        )
+        return message
 
     # -- streaming helpers ----------------------------------------------------------------
     def process_text_content(

@@ -20,7 +20,7 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -171,6 +171,63 @@ class Utility:
                 funct, endpoint_id, phase=_phase(setting), error_code="FunctionFailed"
             )
             raise
+
+    @staticmethod
+    def send_stream_batch(
+        logger: logging.Logger,
+        task_queue: Any,
+        messages: Sequence[tuple[str, str, Mapping[str, Any], str]],
+    ) -> list[tuple[int, str]]:
+        """Send up to 10 messages to the FIFO ``task_queue`` with one ``SendMessageBatch``.
+
+        Each message is ``(routing_key, funct, params, message_group_id)`` and goes out in
+        the wire format of the SQS path of :meth:`invoke_funct_on_aws_lambda` (attributes
+        ``endpoint_id``, ``funct``, ``key_scheme``; body ``{"params": ...}``), in the order
+        given, which SQS keeps within a message group. Returns the positions SQS did not
+        accept (its ``Failed`` entries, and any entry it did not answer for), each with the
+        reason, after logging them. When the whole call fails after botocore's retries it
+        logs and raises :class:`InvocationError`, the AWS error as ``__cause__``.
+        """
+        if not 1 <= len(messages) <= 10:
+            raise ValueError(f"SendMessageBatch takes 1 to 10 messages, got {len(messages)}")
+        entries = [
+            {
+                "Id": str(position),
+                "MessageBody": json_dumps({"params": dict(params)}),
+                "MessageGroupId": group,
+                "MessageAttributes": {
+                    "endpoint_id": {"StringValue": key, "DataType": "String"},
+                    "funct": {"StringValue": funct, "DataType": "String"},
+                    "key_scheme": {"StringValue": key_scheme_of(key), "DataType": "String"},
+                },
+            }
+            for position, (key, funct, params, group) in enumerate(messages)
+        ]
+        try:
+            response = task_queue.send_messages(Entries=entries)
+        except (ClientError, BotoCoreError) as err:
+            key, funct = messages[0][0], messages[0][1]
+            message = f"{funct} batch of {len(messages)} for routing key {key} failed: {err}"
+            logger.error(message)
+            raise InvocationError(message, funct=funct, routing_key=key) from err
+        answered = {str(item.get("Id")) for item in response.get("Successful") or []}
+        failed: dict[int, str] = {}
+        for item in response.get("Failed") or []:
+            position = int(item["Id"])
+            failed[position] = f"{item.get('Code', 'Failed')}: {item.get('Message', '')}".strip()
+            answered.add(str(position))
+        for position in range(len(messages)):
+            if str(position) not in answered:
+                failed[position] = "no result for this entry in the SendMessageBatch response"
+        if failed:
+            logger.error(
+                "%d of %d messages of a SendMessageBatch for routing key %s failed: %s",
+                len(failed),
+                len(messages),
+                messages[0][0],
+                "; ".join(f"#{p} {reason}" for p, reason in sorted(failed.items())[:3]),
+            )
+        return sorted(failed.items())
 
 
 def _phase(setting: Mapping[str, Any]) -> str | None:
