@@ -123,13 +123,15 @@ class FlagFileProvider(AbstractProvider):
             try:
                 self._check(events, raise_fault=True)
             except (FlagSourceError, FlagFileError) as err:
-                self._fault = str(err)
                 self._cold_start_fallback(err)
+                # Set after the fallback is applied: serving it does not clear the fault.
+                self._fault = str(err)
             finally:
                 self._next_check = time.monotonic() + self._source.min_interval
 
     def _cold_start_fallback(self, err: Exception) -> None:
         if self._fallback is None:
+            self._fault = str(err)
             self._logger.error("flag source %s unreadable at start: %s", self._source.name, err)
             raise ProviderNotReadyError(str(err)) from err
         try:
@@ -144,6 +146,7 @@ class FlagFileProvider(AbstractProvider):
                 self._fallback,
                 fallback_err,
             )
+            self._fault = str(err)
             raise ProviderNotReadyError(f"{err}; fallback: {fallback_err}") from err
         self._apply(doc, str(self._fallback), [])
         self._logger.error(
