@@ -84,6 +84,10 @@ class FaultServer:
     script: list[str] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     default: str = "ok"
+    #: S3 objects served to GetObject, by (bucket, key).
+    objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    #: When set, a GetObject whose ExpectedBucketOwner differs is refused, as S3 does.
+    bucket_owner: str | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -132,6 +136,15 @@ class FaultServer:
         config = RETRY_CONFIG.merge(Config(read_timeout=read_timeout, connect_timeout=1))
         return boto3.client("lambda", region_name=REGION, endpoint_url=self.url, config=config)
 
+    def s3_client(self, *, read_timeout: float = PATIENT_TIMEOUT) -> Any:
+        """An S3 client with the flag source's own retry policy, path-style addressing."""
+        from ai_agent_handler.flag_sources import S3_CLIENT_CONFIG
+
+        config = S3_CLIENT_CONFIG.merge(
+            Config(read_timeout=read_timeout, s3={"addressing_style": "path"})
+        )
+        return boto3.client("s3", region_name=REGION, endpoint_url=self.url, config=config)
+
     def queue(self, *, read_timeout: float = PATIENT_TIMEOUT) -> Any:
         config = RETRY_CONFIG.merge(Config(read_timeout=read_timeout, connect_timeout=1))
         sqs = boto3.resource("sqs", region_name=REGION, endpoint_url=self.url, config=config)
@@ -163,6 +176,23 @@ _LAMBDA_FAULTS = {
     "denied": (403, "AccessDeniedException", "not authorized to perform lambda:InvokeFunction"),
     "notfound": (404, "ResourceNotFoundException", "Function not found"),
 }
+_S3_FAULTS = {
+    "500": (500, "InternalError", "We encountered an internal error."),
+    "throttle": (503, "SlowDown", "Please reduce your request rate."),
+    "denied": (403, "AccessDenied", "Access Denied"),
+    "notfound": (404, "NoSuchKey", "The specified key does not exist."),
+    "wrong-owner": (403, "AccessDenied", "Access Denied"),
+}
+
+
+def _s3_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message><RequestId>r</RequestId></Error>"
+    ).encode()
+    return status, {"Content-Type": "application/xml"}, body
+
+
 _SQS_FAULTS = {
     "500": (500, "InternalError", "internal failure"),
     "503": (503, "ServiceUnavailable", "unavailable"),
@@ -192,6 +222,49 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 pass  # the client gave up (timeout) and closed the socket first
             finally:
                 server.done()
+
+        def do_GET(self) -> None:
+            action = server.next_action()
+            try:
+                self._s3(action)
+            except OSError:
+                pass
+            finally:
+                server.done()
+
+        def _s3(self, action: str) -> None:
+            bucket, _, key = unquote(self.path.split("?", 1)[0]).lstrip("/").partition("/")
+            owner = self.headers.get("x-amz-expected-bucket-owner")
+            entry = Recorded(
+                service="s3",
+                action=action,
+                key=None,
+                funct=None,
+                body={"bucket": bucket, "key": key, "expected_bucket_owner": owner},
+                accepted=False,
+            )
+            server.record(entry)
+            if action == "drop":
+                self._drop()
+                return
+            if action == "slow":
+                time.sleep(SLOW_SECONDS)
+                action = "ok"
+            if owner is not None and server.bucket_owner not in (None, owner):
+                action = "wrong-owner"
+            if action in _S3_FAULTS:
+                self._answer(*_s3_error(*_S3_FAULTS[action]))
+                return
+            data = server.objects.get((bucket, key))
+            if data is None:
+                self._answer(*_s3_error(*_S3_FAULTS["notfound"]))
+                return
+            etag = '"' + hashlib.md5(data).hexdigest() + '"'
+            if self.headers.get("If-None-Match") == etag:
+                self._answer(304, {"ETag": etag}, b"")
+                return
+            entry.accepted = True
+            self._answer(200, {"ETag": etag, "Content-Type": "application/json"}, data)
 
         def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
             self.send_response(status)

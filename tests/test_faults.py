@@ -16,16 +16,28 @@ is tested. The number of cases is printed in the test report.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
+from openfeature import api
 
-from ai_agent_handler import AIAgentEventHandler, PartitionKeyError, Utility, rollout
+from ai_agent_handler import (
+    FLAG_DOMAIN,
+    FLAG_KEY,
+    AIAgentEventHandler,
+    FlagFileProvider,
+    PartitionKeyError,
+    Utility,
+    rollout,
+)
 from ai_agent_handler.invoker import RETRY_CONFIG, InvocationError
 
 from ._reliability_fixtures import (  # noqa: F401  (fixtures)
@@ -130,7 +142,92 @@ INVALID_ID_CASES = [
     _invalid("no-endpoint-at-all", None, None, "endpoint_id"),
 ]
 
-CASES = AWS_CASES + INVALID_ID_CASES
+
+def _doc(default_variant: str = "composite", version: int = 1, **flag: Any) -> dict[str, Any]:
+    """A phase file: the partition-key flag with ``default_variant`` for every endpoint."""
+    body: dict[str, Any] = {
+        "state": "ENABLED",
+        "variants": {"composite": True, "legacy": False},
+        "defaultVariant": default_variant,
+    }
+    body.update(flag)
+    return {
+        "$schema": "https://flagd.dev/schema/v0/flags.json",
+        "metadata": {"flagSetId": "ai_agent_handler", "phase": "dev", "version": version},
+        "flags": {FLAG_KEY: body},
+    }
+
+
+def _bytes(doc: object) -> bytes:
+    return json.dumps(doc, indent=2).encode()
+
+
+GOOD = _bytes(_doc("composite", version=1))
+REPAIRED = _bytes(_doc("legacy", version=2))  # the next good version: a rollback
+
+#: Broken contents of a flag file, each of which must leave the last good flags in force.
+BAD_CONTENT: dict[str, bytes] = {
+    "empty": b"",
+    "truncated": GOOD[: len(GOOD) // 2],  # half-written, or an in-place write caught midway
+    "invalid-json": b"{flags: composite}",
+    "garbage-bytes": b"\x89PNG\r\n\x1a\n\x00\xff\xfe\xfd" * 8,
+    "not-an-object": b"[1, 2, 3]",
+    "no-flags": _bytes({"metadata": {"version": 3}}),
+    "flags-not-object": _bytes({"flags": ["composite"], "metadata": {"version": 3}}),
+    "flag-missing": _bytes({"flags": {}, "metadata": {"version": 3}}),
+    "no-version": _bytes({k: v for k, v in _doc().items() if k != "metadata"}),
+    "default-variant-unknown": _bytes(_doc("on", version=3)),
+    "targeting-result-unknown": _bytes(
+        _doc("legacy", version=3, targeting={"if": [True, "enabled", "legacy"]})
+    ),
+    "non-boolean-variants": _bytes(
+        {
+            **_doc(version=3),
+            "flags": {
+                FLAG_KEY: {
+                    "state": "ENABLED",
+                    "variants": {"composite": "yes", "legacy": "no"},
+                    "defaultVariant": "composite",
+                }
+            },
+        }
+    ),
+    "unknown-operator": _bytes(
+        _doc("legacy", version=3, targeting={"exec": ["__import__('os').system('true')"]})
+    ),
+    "duplicate-keys": GOOD.replace(
+        b'"defaultVariant": "composite"',
+        b'"defaultVariant": "legacy",\n      "defaultVariant": "composite"',
+    ),
+    "nan-constant": GOOD.replace(b'"version": 1', b'"version": NaN'),
+    "utf16-encoded": GOOD.decode().encode("utf-16"),
+}
+
+
+def _flag_case(case_id: str) -> Case:
+    return Case(id=case_id, path=case_id.split(":", 1)[0], requests=None)
+
+
+FLAG_SOURCE_CASES = (
+    [_flag_case(f"flag-file:{name}") for name in BAD_CONTENT]
+    + [_flag_case(f"flag-file:{name}") for name in ("missing", "directory", "permission-denied")]
+    + [_flag_case(f"flag-s3:{name}") for name in ("truncated", "garbage-bytes")]
+    + [
+        _flag_case(f"flag-s3:{name}")
+        for name in (
+            "denied",
+            "notfound",
+            "deleted",
+            "throttle",
+            "500",
+            "slow",
+            "drop",
+            "wrong-owner",
+        )
+    ]
+)
+
+CASES = AWS_CASES + INVALID_ID_CASES + FLAG_SOURCE_CASES
 
 _tried: list[str] = []
 
@@ -198,10 +295,18 @@ def test_fault_table(
     emf: EmfCapture,  # noqa: F811
     no_backoff: None,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     _tried.append(case.id)
     if case.path == "invalid-id":
         _check_invalid_id(case, fault_server, emf)
+        return
+    if case.path in ("flag-file", "flag-s3"):
+        try:
+            _check_flag_source_fault(case, fault_server, emf, tmp_path)
+        except pytest.skip.Exception:
+            _tried.remove(case.id)  # not tried here; the summary counts what ran
+            raise
         return
 
     fault_server.script.extend(case.script)
@@ -286,3 +391,132 @@ def _names(error: PartitionKeyError, field_name: str, value: Any) -> None:
     assert field_name in str(error)
     if value not in (None, ""):
         assert repr(value) in str(error)  # the message shows the offending value
+
+
+def _check_flag_source_fault(
+    case: Case, lambda_server: FaultServer, metrics: EmfCapture, tmp_path: Path
+) -> None:
+    """A broken flag source keeps the last good flags; the next good version is picked up.
+
+    Three runs through one long-lived handler: before the fault (composite, version 1),
+    during it (still composite, version 1: the last good flags, not the legacy code
+    default) and after the repair (legacy, version 2). Every call of every run reached the
+    Lambda stand-in, each with its run's one key.
+    """
+    name = case.id.split(":", 1)[1]
+    s3 = FaultServer() if case.path == "flag-s3" else None
+    try:
+        if s3 is None:
+            path = tmp_path / "dev.flagd.json"
+            path.write_bytes(GOOD)
+            provider = FlagFileProvider(path, min_interval=0)
+            break_it: Callable[[], None] = lambda: _break_file(path, name)  # noqa: E731
+            repair: Callable[[], None] = lambda: _repair_file(path)  # noqa: E731
+        else:
+            s3.objects[("flags", "dev.flagd.json")] = GOOD
+            s3.bucket_owner = "111122223333"
+            timeout = READ_TIMEOUT if name == "slow" else PATIENT_TIMEOUT
+            provider = FlagFileProvider(
+                "s3://flags/dev.flagd.json",
+                s3_client=s3.s3_client(read_timeout=timeout),
+                min_interval=0,
+                expected_bucket_owner="111122223333",
+            )
+            break_it = lambda: _break_s3(s3, name)  # noqa: E731
+            repair = lambda: _repair_s3(s3)  # noqa: E731
+        api.set_provider_and_wait(provider, domain=FLAG_DOMAIN)
+        handler = _handler(aws_lambda=lambda_server.lambda_client(), rollout_phase="dev")
+        handler.endpoint_id, handler.part_id = ENDPOINT, PART
+        handler.connection_id = "conn-f"
+
+        expected = {"run-1": KEY, "run-2": KEY, "run-3": ENDPOINT}
+        _drive(handler, "run-1")
+        break_it()
+        _drive(handler, "run-2")
+        assert provider.fault is not None, "the fault was noticed"
+        assert provider.version == "1", "the last good flags are still served"
+        repair()
+        _drive(handler, "run-3")
+        assert provider.fault is None and provider.version == "2", "recovered by itself"
+    finally:
+        if s3 is not None:
+            s3.close()
+
+    lambda_server.settle()
+    by_run: dict[str, list[str | None]] = {}
+    for request in lambda_server.requests:
+        run_uuid = _run_of(request.body)
+        by_run.setdefault(run_uuid, []).append(request.key)
+    # Every call arrived, each run under exactly its one expected key.
+    assert {run: set(keys) for run, keys in by_run.items()} == {
+        run: {key} for run, key in expected.items()
+    }
+    assert all(len(keys) == CALLS_PER_RUN for keys in by_run.values())
+    assert all(r.accepted for r in lambda_server.requests)
+    versions = [d.get("flag_set_version") for d in metrics.documents() if "KeyDecisions" in d]
+    assert versions == ["1", "1", "2"]
+    assert metrics.total("FlagEvaluationErrors") == 0  # served from the last good flags
+
+
+CALLS_PER_RUN = 5
+
+
+def _drive(handler: AIAgentEventHandler, run_uuid: str) -> None:
+    handler.run = {"run_uuid": run_uuid, "updated_by": "tester", "thread": {"thread_uuid": "t"}}
+    handler.invoke_async_funct("create_run")
+    for index in range(CALLS_PER_RUN - 3):
+        handler.send_data_to_stream(index=index, chunk_delta="x")
+    handler.send_data_to_stream(index=CALLS_PER_RUN - 3, is_message_end=True)
+    handler.invoke_async_funct("update_run")
+
+
+def _run_of(body: dict[str, Any]) -> str:
+    params = body.get("params") or {}
+    if "run_uuid" in params:
+        return str(params["run_uuid"])
+    data = json.loads(params["data"])  # a stream chunk: the run is in its message group
+    return str(data["message_group_id"]).split("-", 2)[-1]
+
+
+def _break_file(path: Path, name: str) -> None:
+    if name == "missing":
+        path.unlink()
+    elif name == "directory":
+        path.unlink()
+        path.mkdir()
+    elif name == "permission-denied":
+        if os.geteuid() == 0:
+            pytest.skip("root reads files whatever their mode")
+        path.chmod(0)
+    else:
+        # In place, truncating: what a careless editor or a crashed writer leaves behind.
+        with open(path, "wb") as fh:
+            fh.write(BAD_CONTENT[name])
+
+
+def _repair_file(path: Path) -> None:
+    if path.is_dir():
+        path.rmdir()
+    if path.exists():
+        path.chmod(0o644)
+    # Atomic replace, as the CLI writes.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(REPAIRED)
+    os.replace(tmp, path)
+
+
+def _break_s3(server: FaultServer, name: str) -> None:
+    if name in BAD_CONTENT:
+        server.objects[("flags", "dev.flagd.json")] = BAD_CONTENT[name]
+    elif name == "deleted":
+        del server.objects[("flags", "dev.flagd.json")]
+    elif name == "wrong-owner":
+        server.bucket_owner = "999988887777"  # the bucket was re-created by someone else
+    else:
+        server.default = name  # every request fails this way until repaired
+
+
+def _repair_s3(server: FaultServer) -> None:
+    server.default = "ok"
+    server.bucket_owner = "111122223333"
+    server.objects[("flags", "dev.flagd.json")] = REPAIRED
