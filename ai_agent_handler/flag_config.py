@@ -147,8 +147,10 @@ def shipped_flag_file(phase: str) -> Path:
 
 
 def _setting(setting: Mapping[str, Any], key: str, env: str) -> str | None:
-    value = setting.get(key) or os.environ.get(env)
-    return str(value) if value else None
+    value = setting.get(key)
+    if value is None or value == "":
+        value = os.environ.get(env)
+    return None if value is None or value == "" else str(value)
 
 
 def _min_interval(setting: Mapping[str, Any]) -> float | None:
