@@ -76,6 +76,12 @@ class Recorded:
     body: dict[str, Any]
     accepted: bool  # answered with success, i.e. the call arrived
 
+    def body_params(self) -> dict[str, Any]:
+        """The call's ``params``: from the Lambda payload, or the SQS message body."""
+        if self.service == "sqs":
+            return dict(json.loads(self.body.get("MessageBody") or "{}").get("params") or {})
+        return dict(self.body.get("params") or {})
+
 
 @dataclass
 class FaultServer:
@@ -315,36 +321,59 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def _sqs(self, action: str, raw: bytes) -> None:
             request = json.loads(raw or b"{}")
-            attributes = request.get("MessageAttributes", {})
-            entry = Recorded(
-                service="sqs",
-                action=action,
-                key=attributes.get("endpoint_id", {}).get("StringValue"),
-                funct=attributes.get("funct", {}).get("StringValue"),
-                body=request,
-                accepted=False,
-            )
+            batch = self.headers.get("X-Amz-Target", "").endswith("SendMessageBatch")
+            # One record per message; a batch answers for each of its entries.
+            entries = request.get("Entries", []) if batch else [request]
+            records = []
+            for entry_request in entries:
+                attributes = entry_request.get("MessageAttributes", {})
+                records.append(
+                    Recorded(
+                        service="sqs",
+                        action=action,
+                        key=attributes.get("endpoint_id", {}).get("StringValue"),
+                        funct=attributes.get("funct", {}).get("StringValue"),
+                        body=entry_request,
+                        accepted=False,
+                    )
+                )
             if action == "drop":
-                server.record(entry)
+                for entry in records:
+                    server.record(entry)
                 self._drop()
                 return
             if action == "slow":
                 time.sleep(SLOW_SECONDS)
                 action = "ok"
             if action in _SQS_FAULTS:
-                server.record(entry)
+                for entry in records:
+                    server.record(entry)
                 self._answer(*_sqs_error(*_SQS_FAULTS[action]))
                 return
-            entry.accepted = True
-            server.record(entry)
-            message_body = str(request.get("MessageBody", ""))
-            answer = {
-                "MessageId": str(uuid.uuid4()),
-                "MD5OfMessageBody": hashlib.md5(message_body.encode()).hexdigest(),
-                "SequenceNumber": "1",
-            }
+            answers = []
+            failed = []
+            for position, entry in enumerate(records):
+                # "partial": SQS accepts the batch call but refuses its first entry.
+                entry.accepted = not (action == "partial" and position == 0)
+                server.record(entry)
+                message_body = str(entry.body.get("MessageBody", ""))
+                answer = {
+                    "Id": entry.body.get("Id"),
+                    "MessageId": str(uuid.uuid4()),
+                    "MD5OfMessageBody": hashlib.md5(message_body.encode()).hexdigest(),
+                    "SequenceNumber": "1",
+                }
+                if entry.accepted:
+                    answers.append(answer)
+                else:
+                    failed.append(
+                        {"Id": answer["Id"], "Code": "InternalError", "SenderFault": False}
+                    )
+            document: dict[str, Any] = (
+                {"Successful": answers, "Failed": failed} if batch else answers[0]
+            )
             headers = {"Content-Type": "application/x-amz-json-1.0"}
-            self._answer(200, headers, json.dumps(answer).encode())
+            self._answer(200, headers, json.dumps(document).encode())
 
     return Handler
 

@@ -38,6 +38,7 @@ from ai_agent_handler import (
     Utility,
     rollout,
 )
+from ai_agent_handler.dispatch import StreamDeliveryError
 from ai_agent_handler.invoker import RETRY_CONFIG, InvocationError
 
 from ._reliability_fixtures import (  # noqa: F401  (fixtures)
@@ -227,7 +228,20 @@ FLAG_SOURCE_CASES = (
     ]
 )
 
-CASES = AWS_CASES + INVALID_ID_CASES + FLAG_SOURCE_CASES
+#: Stream chunks go out in the background; a failure is counted and reported at message end.
+STREAM_CASES = [
+    Case(id="stream-lambda:ok", path="stream-lambda"),
+    Case(id="stream-lambda:throttle+throttle+500", path="stream-lambda",
+         script=("throttle", "throttle", "500")),  # retried: nothing lost
+    Case(id="stream-lambda:denied+denied", path="stream-lambda", script=("denied", "denied"),
+         delivered=False),  # two chunks refused for good
+    Case(id="stream-sqs:ok", path="stream-sqs"),
+    Case(id="stream-sqs:throttle+503", path="stream-sqs", script=("throttle", "503")),
+    Case(id="stream-sqs:denied", path="stream-sqs", script=("denied",), delivered=False),
+    Case(id="stream-sqs:partial", path="stream-sqs", script=("partial",), delivered=False),
+]  # fmt: skip
+
+CASES = AWS_CASES + INVALID_ID_CASES + FLAG_SOURCE_CASES + STREAM_CASES
 
 _tried: list[str] = []
 
@@ -300,6 +314,9 @@ def test_fault_table(
     _tried.append(case.id)
     if case.path == "invalid-id":
         _check_invalid_id(case, fault_server, emf)
+        return
+    if case.path.startswith("stream-"):
+        _check_stream_fault(case, fault_server, emf)
         return
     if case.path in ("flag-file", "flag-s3"):
         try:
@@ -520,3 +537,49 @@ def _repair_s3(server: FaultServer) -> None:
     server.default = "ok"
     server.bucket_owner = "111122223333"
     server.objects[("flags", "dev.flagd.json")] = REPAIRED
+
+
+STREAM_CHUNKS = 13  # 12 chunks and the message end: more than one SQS batch
+
+
+def _check_stream_fault(case: Case, server: FaultServer, metrics: EmfCapture) -> None:
+    """Background stream delivery: every chunk arrives or is reported lost at message end.
+
+    The report the handler raises at message end must agree with the server's own record:
+    chunks that never arrived == chunks reported failed == ``StreamChunksFailed``.
+    """
+    server.script.extend(case.script)
+    handler = AIAgentEventHandler(
+        logging.getLogger("test.faults"),
+        {"agent_name": "t"},
+        aws_lambda=server.lambda_client(),
+        stream_dispatch="background",
+        rollout_phase="dev",
+    )
+    if case.path == "stream-sqs":
+        handler.task_queue = server.queue()
+    handler.endpoint_id, handler.part_id = ENDPOINT, PART
+    handler.run = dict(RUN)
+    handler.connection_id = "conn-f"
+    error: StreamDeliveryError | None = None
+    try:
+        for index in range(STREAM_CHUNKS - 1):
+            handler.send_data_to_stream(index=index, chunk_delta=f"chunk-{index}")
+        handler.send_data_to_stream(index=STREAM_CHUNKS - 1, is_message_end=True)
+    except StreamDeliveryError as err:
+        error = err
+    server.settle()
+
+    assert {r.key for r in server.requests} == {KEY}  # nothing sent with a wrong key
+    arrived = {json.loads(r.body_params()["data"])["index"] for r in server.accepted()}
+    lost = STREAM_CHUNKS - len(arrived)
+    if case.delivered:
+        assert error is None, error
+        assert arrived == set(range(STREAM_CHUNKS))
+        assert metrics.total("StreamChunksFailed") == 0
+        return
+    assert error is not None, "the message end reports the loss instead of pretending success"
+    assert lost > 0
+    assert error.report.failed + error.report.pending == lost
+    assert metrics.total("StreamChunksFailed", phase="dev", key_scheme="composite") == lost
+    assert f"{lost} chunks not delivered" in str(error)
