@@ -54,23 +54,24 @@ EXIT_INVALID = 3
 EXIT_CONFLICT = 4
 
 EPILOG = f"""\
-examples (the live file of a fleet is usually in S3: use --file s3://bucket/key):
-  {PROG} status                                  state of the three shipped phase files
-  {PROG} --file s3://ops-flags/production.flagd.json status
-  {PROG} --phase staging explain --endpoint aws-prod-us-east-1 --part-id acme-corp
-  {PROG} --phase staging allow aws-dev-eu-west-1 --reason "canary endpoint"
-  {PROG} --phase staging disallow aws-dev-eu-west-1 --reason "canary done"
-  {PROG} --phase production percent 10 --reason "CHG-42 step 1"
-  {PROG} --phase production set composite --reason "CHG-42 done"
-  {PROG} --phase production rollback --reason "INC-7 receivers reject keys"
+examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/production.flagd.json):
+  {PROG} status                               state of the three shipped phase files
+  {PROG} --file $P status                     what the production fleet is told
+  {PROG} --file $P explain --endpoint aws-prod-us-east-1 --part-id acme-corp
+  {PROG} --file $P allow aws-prod-eu-west-1 --reason "CHG-42 canary"
+  {PROG} --file $P disallow aws-prod-eu-west-1 --reason "CHG-42 canary off"
+  {PROG} --file $P percent 10 --reason "CHG-42 step 1"
+  {PROG} --file $P set composite --reason "CHG-42 done"
+  {PROG} --file $P rollback --reason "INC-7 receivers reject keys"
   {PROG} validate flags/*.flagd.json
 
-rollback = legacy key for every endpoint, right away (running handlers: next run).
+rollback = legacy key for every endpoint, right away (running handlers: from their next run).
+--phase NAME edits the file shipped with the code (released with it), not a fleet's live file.
 
 exit codes: 0 ok; 1 read/write/AWS error; 2 bad command line; 3 invalid flag file or edit
 refused; 4 someone else changed the file meanwhile (nothing written: run it again).
 environment: {ACTOR_ENV} names you in the audit record (default: your OS user);
-AWS_PROFILE / AWS_REGION etc. for s3:// files.
+AWS_PROFILE / AWS_REGION etc. for s3:// files. Runbook: rollout.md.
 """
 
 
@@ -149,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        return commands.add_parser(
+            name,
+            help=help_text.replace("%", "%%"),  # help strings are %-formatted, descriptions not
+            description=help_text,
+            parents=[common],
+        )
 
     add("status", "who gets which key, per phase file (all shipped phases by default)")
     explain = add("explain", "the key one endpoint gets, and which rule decides it")
@@ -164,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disallow = add("disallow", "take endpoints off the allow-list (the percentage decides)")
     disallow.add_argument("endpoints", nargs="+", metavar="ENDPOINT_ID")
-    percent = add("percent", "composite key for N %% of the endpoints not allow-listed")
-    percent.add_argument("percent", type=_percent, metavar="N")
+    percent = add("percent", "composite key for N % of the endpoints not allow-listed")
+    percent.add_argument(
+        "percent", type=_percent, metavar="N", help="0 to 100; raising it only adds endpoints"
+    )
     add("rollback", "legacy key for every endpoint, immediately (works on a broken file too)")
     check = add("validate", "check flag files (default: the shipped phase files)")
     check.add_argument("files", nargs="*", metavar="FILE")

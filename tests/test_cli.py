@@ -330,6 +330,12 @@ def test_every_subcommand_on_s3(run: Runner, s3: Any) -> None:
     records = s3_audit(s3)
     assert [r["version_after"] for r in records] == [2, 3, 4, 5, 6]
     assert all(r["etag_before"] and r["file"] == URI for r in records)
+    said = run("--file", URI, "--json", "explain", "--endpoint", "ep-a", "--part-id", "p")
+    assert said.code == 0, said.err
+    assert (said.json()["routing_key"], said.json()["flag_set_version"]) == ("ep-a", "6")
+    assert run("--file", URI, "allow", "ep-a").code == 0
+    said = run("--file", URI, "--json", "explain", "--endpoint", "ep-a", "--part-id", "p")
+    assert (said.json()["routing_key"], said.json()["flag_set_version"]) == ("ep-a#p", "7")
 
 
 def test_s3_concurrent_change_is_refused_not_overwritten(
