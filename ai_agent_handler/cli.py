@@ -174,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     percent.add_argument(
         "percent", type=_percent, metavar="N", help="0 to 100; raising it only adds endpoints"
     )
-    add("rollback", "legacy key for every endpoint, immediately (works on a broken file too)")
+    back = add("rollback", "legacy key for every endpoint, immediately (repairs a broken file)")
+    back.add_argument(
+        "--create",
+        action="store_true",
+        help="write a legacy flag file when the file does not exist (a missing file is "
+        "otherwise an error: a mistyped path must not look like a successful rollback)",
+    )
     check = add("validate", "check flag files (default: the shipped phase files)")
     check.add_argument("files", nargs="*", metavar="FILE")
     return parser
@@ -505,11 +511,14 @@ def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, ed
     phase, source = _one_source(args)
     store = _store(args, source)
     rollback = args.command == "rollback"
+    create = rollback and bool(getattr(args, "create", False))
     notes: list[str] = []
     try:
         with store.locked():
             snapshot = store.read()
-            before_doc, new_doc, fresh = _apply(store, snapshot, edit, rollback, phase, notes)
+            before_doc, new_doc, fresh = _apply(
+                store, snapshot, edit, rollback, create, phase, notes
+            )
             phase = _phase_of(phase, before_doc or new_doc, source)
             before = flag_edit.read_state(before_doc) if before_doc else None
             after = flag_edit.read_state(new_doc)
@@ -597,12 +606,14 @@ def _apply(
     snapshot: Snapshot,
     edit: Edit,
     rollback: bool,
+    create: bool,
     phase: str | None,
     notes: list[str],
 ) -> tuple[dict[str, Any] | None, dict[str, Any], bool]:
     """``(document before, document after, written from scratch)``."""
-    if snapshot.data is None and not rollback:
-        raise CliError(f"{store.source}: no such file", EXIT_ERROR)
+    if snapshot.data is None and not create:
+        hint = " (check the path; `rollback --create` writes a new legacy file)" if rollback else ""
+        raise CliError(f"{store.source}: no such file{hint}", EXIT_ERROR)
     try:
         before = parse(snapshot.data, source=store.source) if snapshot.data is not None else None
     except FlagFileError as err:

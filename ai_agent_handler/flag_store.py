@@ -170,26 +170,28 @@ class LocalFileStore:
         except OSError as err:
             raise StoreError(f"cannot read {self.source}: {err.strerror}") from err
 
-    def _temp_prefix(self) -> str:
-        return f".{self.path.name}."
-
-    def _remove_stale_temp_files(self) -> None:
+    def _remove_stale_temp_files(self, target: Path) -> None:
         # Called under the lock: a temp file still there belongs to a writer that died
         # between writing and renaming (its change never happened).
-        for leftover in self.path.parent.glob(self._temp_prefix() + "*.tmp"):
+        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
 
     def write(self, data: bytes, snapshot: Snapshot) -> None:
-        """Temp file in the same directory, fsync, ``os.replace``, fsync the directory."""
-        directory = self.path.parent
-        self._remove_stale_temp_files()
+        """Temp file in the same directory, fsync, ``os.replace``, fsync the directory.
+
+        A symlinked flag file (a ConfigMap, a deploy tool's link) keeps its link: the
+        target is replaced, next to the target.
+        """
+        target = self.path.resolve() if self.path.is_symlink() else self.path
+        directory = target.parent
+        self._remove_stale_temp_files(target)
         try:
-            mode = stat.S_IMODE(self.path.stat().st_mode)
+            mode = stat.S_IMODE(target.stat().st_mode)
         except OSError:
             mode = 0o644
         try:
-            fd, temp = tempfile.mkstemp(dir=directory, prefix=self._temp_prefix(), suffix=".tmp")
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
         except OSError as err:
             raise StoreError(f"cannot write next to {self.source}: {err.strerror}") from err
         try:
@@ -198,7 +200,7 @@ class LocalFileStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(temp, mode)  # mkstemp creates 0600; keep the file readable as before
-            os.replace(temp, self.path)
+            os.replace(temp, target)
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

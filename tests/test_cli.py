@@ -368,7 +368,12 @@ def test_s3_rollback_creates_a_missing_object_and_audit_can_go_local(
 ) -> None:
     uri = f"s3://{BUCKET}/ai-agent/production.flagd.json"
     audit = tmp_path / "audit.jsonl"
-    result = run("--file", uri, "--audit-log", str(audit), "rollback", "--reason", "restore")
+    result = run("--file", uri, "rollback")  # a mistyped key must not look like success
+    assert result.code == cli.EXIT_ERROR
+    assert "no such file" in result.err and "--create" in result.err
+    result = run(
+        "--file", uri, "--audit-log", str(audit), "rollback", "--create", "--reason", "restore"
+    )
     assert result.code == 0, result.err
     body = s3.get_object(Bucket=BUCKET, Key="ai-agent/production.flagd.json")["Body"].read()
     doc = json.loads(body)
@@ -385,3 +390,11 @@ def test_s3_errors_are_one_line(run: Runner, s3: Any) -> None:
     result = run("--file", "s3://no-such-bucket-here/x.json", "status")
     assert result.code == cli.EXIT_ERROR
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_symlinked_flag_file_keeps_its_link(run: Runner, files: dict[str, Path]) -> None:
+    link = files["staging"].parent / "live.flagd.json"
+    link.symlink_to(files["staging"])
+    assert run("--file", str(link), "percent", "15").code == 0
+    assert link.is_symlink()
+    assert state_of(files["staging"]).percent == 15
