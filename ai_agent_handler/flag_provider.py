@@ -175,7 +175,10 @@ class FlagFileProvider(AbstractProvider):
         events: list[_Event] = []
         try:
             if time.monotonic() >= self._next_check:
-                self._check(events)
+                try:
+                    self._check(events)
+                except Exception as err:  # a source that breaks its contract: still a fault
+                    self._report_fault(err, events)
                 self._next_check = time.monotonic() + self._source.min_interval
         finally:
             self._lock.release()

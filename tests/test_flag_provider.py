@@ -393,3 +393,25 @@ def test_s3_faults_keep_the_last_good_flags(code: str, status: int) -> None:
         ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
         ProviderEvent.PROVIDER_READY,
     ]
+
+
+class ExplodingSource(LocalFileSource):
+    """A source that fails in a way its contract does not describe."""
+
+    explode = False
+
+    def fetch(self) -> bytes | None:
+        if self.explode:
+            raise KeyError("ETag")
+        return super().fetch()
+
+
+def test_an_unexpected_source_error_is_a_fault_too(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_bytes(dump(everywhere(True)))
+    source = ExplodingSource(path, min_interval=0)
+    provider = FlagFileProvider(source)
+    events = started(provider)
+    source.explode = True
+    assert value(provider) is True and "ETag" in (provider.fault or "")
+    assert [e for e, _ in events] == [ProviderEvent.PROVIDER_ERROR]
