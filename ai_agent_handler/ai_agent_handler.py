@@ -250,7 +250,9 @@ class AIAgentEventHandler:
         run = self._run
         if connection_id is None or run is None:
             return
-        decision = self._run_decision(run)
+        decision = self._decision
+        if decision is None or decision.run_uuid != run["run_uuid"]:
+            decision = self._run_decision(run)  # once per run (or a non-str run_uuid: cheap)
         if suffix:
             message_group_id = f"{connection_id}-{run['run_uuid']}-{suffix}"
         else:
@@ -318,7 +320,7 @@ class AIAgentEventHandler:
         """The dispatcher background chunks go through.
 
         Shared per process and per ``(stream_workers, stream_queue_size)`` setting (defaults
-        16 and 1000); assign a :class:`~ai_agent_handler.dispatch.StreamDispatcher` to use
+        32 and 1000); assign a :class:`~ai_agent_handler.dispatch.StreamDispatcher` to use
         another (chunks already handed over are waited for first).
         """
         return (self._stream or self._open_stream()).dispatcher

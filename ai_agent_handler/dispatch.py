@@ -55,10 +55,11 @@ __all__ = [
 
 STREAM_FUNCT = "send_data_to_stream"
 
-#: Worker threads per dispatcher. A Lambda ``Event`` invoke takes ~20-50 ms, so 16 workers
-#: keep up with several concurrent streams; give the boto3 client ``max_pool_connections``
-#: at least this large or urllib3 discards connections.
-DEFAULT_WORKERS = 16
+#: Worker threads per dispatcher. A Lambda ``Event`` invoke takes ~20-50 ms, so 32 workers
+#: keep up with several concurrent streams (threads idle at no cost). The library's own
+#: clients have a connection pool this large; give an injected boto3 client
+#: ``max_pool_connections`` at least this large, or urllib3 discards connections.
+DEFAULT_WORKERS = 32
 #: Chunks accepted but not yet delivered, per dispatcher (a chunk is well under 1 KiB).
 DEFAULT_QUEUE_SIZE = 1000
 #: How long interpreter exit waits for undelivered chunks.

@@ -41,7 +41,9 @@ __all__ = [
 DEFAULT_LAMBDA_FUNCTION = "silvaengine_agenttask"
 
 #: botocore retries throttling, 5xx, connection errors and timeouts, bounded.
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4})
+#: The pool is as large as the stream dispatcher's worker count (dispatch.DEFAULT_WORKERS),
+#: so background stream workers never wait for, or discard, a connection.
+RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=32)
 
 
 class InvocationError(RuntimeError):

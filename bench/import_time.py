@@ -1,0 +1,74 @@
+"""``import ai_agent_handler`` against ``import boto3``, each in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from .common import ROOT, Row, Section, Series
+
+TARGET_EXTRA_MS = 20.0
+
+_PROBE = """
+import json, sys, time
+start = time.perf_counter()
+import {module}
+elapsed = time.perf_counter() - start
+loaded = {{m.split(".")[0] for m in sys.modules}}
+heavy = sorted(loaded & {{"moto", "grpc", "flask", "opentelemetry"}})
+print(json.dumps({{"ms": elapsed * 1e3, "heavy": heavy}}))
+"""
+
+
+def _once(module: str) -> tuple[float, list[str]]:
+    # Bytecode caches on, as in an installed package (pip compiles them at install time).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(module=module)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    return float(result["ms"]), list(result["heavy"])
+
+
+def run(smoke: bool) -> Section:
+    rounds = 3 if smoke else 15
+    section = Section(
+        "Import cost",
+        f"Time of the import statement alone in a fresh interpreter (bytecode cached),"
+        f" {rounds} runs each, alternating. The anchor is `import boto3`, which the package"
+        " needs anyway.",
+    )
+    boto3_ms, ours_ms, extra = Series(), Series(), Series()
+    heavy: set[str] = set()
+    _once("boto3")
+    _once("ai_agent_handler")  # write bytecode caches first
+    for _ in range(rounds):
+        anchor, _unused = _once("boto3")
+        ours, loaded = _once("ai_agent_handler")
+        heavy.update(loaded)
+        boto3_ms.add(anchor)
+        ours_ms.add(ours)
+        extra.add(ours - anchor)
+    section.rows.append(
+        Row(
+            "import ai_agent_handler vs import boto3",
+            f"{ours_ms.median:.0f} ms ({ours_ms.spread('{:.0f}')})",
+            f"{boto3_ms.median:.0f} ms ({boto3_ms.spread('{:.0f}')})",
+            f"{ours_ms.median / boto3_ms.median:.2f}x, +{extra.median:.1f} ms",
+            f"<= +{TARGET_EXTRA_MS:.0f} ms",
+            extra.median <= TARGET_EXTRA_MS,
+        )
+    )
+    section.notes.append(
+        "Heavy modules loaded by `import ai_agent_handler`: "
+        + (", ".join(sorted(heavy)) if heavy else "none (no moto, grpc, flask, opentelemetry)")
+        + ". The flagd file provider, moto and OpenTelemetry are imported only where used."
+    )
+    return section
