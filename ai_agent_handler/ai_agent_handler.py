@@ -43,8 +43,11 @@ class AIAgentEventHandler:
     ``aws_secret_access_key`` (all three or none), ``lambda_task_function``, ``test_mode``,
     ``functs_on_local``, ``accumulated_partial_text_buffer`` (default 10),
     ``rollout_phase`` (else ``$ROLLOUT_PHASE``) and ``flag_source`` (else ``$FLAG_SOURCE``).
-    Pass ``aws_lambda=`` / ``aws_s3=`` to inject boto3 clients; otherwise they are built on
-    first use, so creating a handler makes no network call.
+    Streaming (see :meth:`send_data_to_stream`): ``stream_dispatch`` (``"background"``, the
+    default, or ``"sync"``), ``stream_workers`` (32), ``stream_queue_size`` (1000) and
+    ``stream_flush_timeout`` (60 s). Pass ``aws_lambda=`` / ``aws_s3=`` to inject boto3
+    clients; otherwise they are built on first use, so creating a handler makes no network
+    call.
     """
 
     def __init__(self, logger: logging.Logger, agent: Mapping[str, Any], **setting: Any) -> None:
@@ -134,7 +137,8 @@ class AIAgentEventHandler:
 
     @run.setter
     def run(self, value: dict[str, Any] | None) -> None:
-        if self._stream is not None:
+        # getattr: a subclass may set run before calling this class's __init__.
+        if getattr(self, "_stream", None) is not None:
             self._settle_stream("a new run")
         self._run = value
         self._decision = None

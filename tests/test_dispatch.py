@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -540,3 +541,34 @@ def test_exit_logs_what_it_could_not_deliver_in_time() -> None:
         child = run_child(server.url, 6, 0.2)
     assert child.returncode == 0, child.stderr
     assert "6 stream chunks were still undelivered" in child.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_streams_with_its_own_workers(dispatcher: StreamDispatcher) -> None:
+    with LambdaLoopback() as server:
+        client = lambda_client(server.url)
+        handler = stream_handler(dispatcher, client=client)
+        handler.send_data_to_stream(index=0, chunk_delta="parent", is_message_end=True)
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's worker threads do not exist here
+            status = 1
+            try:
+                handler.run = run("run-child")
+                for index in range(5):
+                    handler.send_data_to_stream(index=index, chunk_delta="child")
+                handler.send_data_to_stream(index=5, is_message_end=True)
+                status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert len(server.received) == 7
+
+
+def test_a_subclass_may_set_the_run_before_the_base_init() -> None:
+    class Early(AIAgentEventHandler):
+        def __init__(self) -> None:
+            self.run = run()
+            super().__init__(LOG, {})
+
+    assert Early().run is None  # the base __init__ starts without a run, as upstream
