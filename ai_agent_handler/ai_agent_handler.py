@@ -104,8 +104,11 @@ class AIAgentEventHandler:
 
     @endpoint_id.setter
     def endpoint_id(self, value: str | None) -> None:
-        self._endpoint_id = validate_id("endpoint_id", value)
+        # Kept as given even when invalid: a caller that swallows the error below must not
+        # send under a stale id, and every later call re-validates and refuses it again.
+        self._endpoint_id = value
         self._decision = None
+        validate_id("endpoint_id", value)
 
     @property
     def part_id(self) -> str | None:
@@ -114,8 +117,9 @@ class AIAgentEventHandler:
 
     @part_id.setter
     def part_id(self, value: str | None) -> None:
-        self._part_id = validate_id("part_id", value)
+        self._part_id = value  # kept as given, like endpoint_id
         self._decision = None
+        validate_id("part_id", value)
 
     @property
     def partition_key(self) -> str | None:

@@ -305,10 +305,20 @@ def test_provider_raising_means_legacy(make_handler: Any, sent: LambdaCapture) -
         ("part_id", ["acme"]),
     ],
 )
-def test_invalid_ids_are_refused_at_assignment(field: str, value: object) -> None:
-    handler = new_handler()
+@pytest.mark.parametrize("path", ["async", "stream"])
+def test_invalid_ids_are_refused_at_assignment_and_at_every_call(
+    make_handler: Any, sent: LambdaCapture, field: str, value: object, path: str
+) -> None:
+    handler = make_handler()
     with pytest.raises(PartitionKeyError, match=field):
         setattr(handler, field, value)
+    # A caller that swallowed the error must not send under the previous, valid id.
+    with pytest.raises(PartitionKeyError, match=field):
+        if path == "async":
+            handler.invoke_async_funct("f")
+        else:
+            handler.send_data_to_stream(chunk_delta="x")
+    assert not sent
 
 
 @pytest.mark.parametrize(
