@@ -363,7 +363,7 @@ class AIAgentEventHandler:
             self._report_stream(report, reason)
 
     def _report_stream(self, report: StreamReport, reason: str) -> str:
-        from .observability import record_stream_chunks_failed
+        from .metrics import record_stream_chunks_failed
 
         run_uuid = self._run["run_uuid"] if self._run else None
         message = (

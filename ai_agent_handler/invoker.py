@@ -27,7 +27,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .observability import record_invoke_error
+from .metrics import record_invoke_error
 from .partition_key import key_scheme_of
 
 __all__ = [

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from openfeature import api
-from openfeature.client import OpenFeatureClient
-from openfeature.evaluation_context import EvaluationContext
-from openfeature.flag_evaluation import FlagEvaluationOptions
-
-from .observability import decision_hooks
 from .partition_key import KeyScheme, key_scheme_of, routing_key
+
+if TYPE_CHECKING:
+    from openfeature.client import OpenFeatureClient
+    from openfeature.evaluation_context import EvaluationContext
+
+# OpenFeature is imported on the first decision, not with the package: importing the
+# handler should cost little more than boto3 (see bench/), and a run pays it once anyway.
 
 __all__ = [
     "CODE_DEFAULT",
@@ -63,6 +65,10 @@ def flag_client() -> OpenFeatureClient:
     It carries the decision hooks (one log record and one metric line per run decision,
     OpenTelemetry when the host uses it): see :mod:`ai_agent_handler.observability`.
     """
+    from openfeature import api
+
+    from .observability import decision_hooks
+
     client = api.get_client(domain=FLAG_DOMAIN)
     client.add_hooks(decision_hooks())
     return client
@@ -72,6 +78,8 @@ def evaluation_context(
     endpoint_id: str, part_id: str | None, phase: str | None
 ) -> EvaluationContext:
     """``targeting_key = endpoint_id``; attributes ``endpoint_id``, ``part_id``, ``phase``."""
+    from openfeature.evaluation_context import EvaluationContext
+
     attributes: dict[str, str] = {"endpoint_id": endpoint_id}
     if part_id:
         attributes["part_id"] = part_id
@@ -99,6 +107,8 @@ def decide(
     routing_key(endpoint_id, part_id, composite=False)
     assert endpoint_id is not None  # guaranteed by routing_key
     part = part_id or None
+    from openfeature.flag_evaluation import FlagEvaluationOptions
+
     client = client or flag_client()
     details = client.get_boolean_details(
         FLAG_KEY,
