@@ -70,9 +70,9 @@ def run(smoke: bool) -> Section:
     section.notes.append(
         f"Where the extra goes (one interpreter, `-X importtime`, after `import boto3`):"
         f" the package adds {after_boto3:.1f} ms, of which {openfeature:.1f} ms is"
-        " `openfeature-sdk` (imported by `rollout.py` at import time); the rest is the"
-        " package's own modules. The fresh-interpreter difference above also carries the"
-        " noise of two separate process start-ups."
+        " `openfeature-sdk` (imported on a run's first flag decision, not with the"
+        " package); the rest is the package's own modules. The fresh-interpreter difference"
+        " above also carries the noise of two separate process start-ups."
     )
     section.notes.append(
         "Heavy modules loaded by `import ai_agent_handler`: "
