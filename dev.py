@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     ensure_venv()
     if command == "demo":
-        return run("-m", "ai_agent_handler.demo", *rest)
+        return run(str(ROOT / "examples" / "rollout_demo.py"), *rest)
     if command == "test":
         return run("-m", "pytest", *rest)
     if command == "bench":

@@ -10,28 +10,32 @@ endpoint, ``endpoint_id`` otherwise. The flag is evaluated once per run.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import rollout
-from .dispatch import (
+from . import _aws, settings
+from ._chunking import XML_FLUSH_LIMIT, split_xml, try_complete_json
+from .decision import KeyDecision, decide
+from .exceptions import FlagConfigError, StreamDeliveryError
+from .partition_key import compose, validate_id
+from .transport.invoke import Utility
+from .transport.stream import (
     DEFAULT_FLUSH_TIMEOUT,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_WORKERS,
     LIBRARY_INVOKE,
     STREAM_FUNCT,
     StreamChannel,
-    StreamDeliveryError,
     StreamDispatcher,
     StreamReport,
     encode_chunk,
     shared_dispatcher,
 )
-from .invoker import Utility, build_lambda_client
-from .partition_key import compose, validate_id
-from .rollout import KeyDecision
-from .streaming import XML_FLUSH_LIMIT, split_xml, try_complete_json
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs.service_resource import Queue
 
 __all__ = ["AIAgentEventHandler"]
 
@@ -45,22 +49,30 @@ class AIAgentEventHandler:
     ``rollout_phase`` (else ``$ROLLOUT_PHASE``) and ``flag_source`` (else ``$FLAG_SOURCE``).
     Streaming (see :meth:`send_data_to_stream`): ``stream_dispatch`` (``"background"``, the
     default, or ``"sync"``), ``stream_workers`` (32), ``stream_queue_size`` (1000) and
-    ``stream_flush_timeout`` (60 s). Pass ``aws_lambda=`` / ``aws_s3=`` to inject boto3
-    clients; otherwise they are built on first use, so creating a handler makes no network
-    call.
+    ``stream_flush_timeout`` (60 s). The keyword-only ``aws_lambda`` / ``aws_s3`` inject
+    boto3 clients (they are not settings); otherwise the clients are built on first use, so
+    creating a handler makes no network call.
     """
 
-    def __init__(self, logger: logging.Logger, agent: Mapping[str, Any], **setting: Any) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        agent: Mapping[str, Any],
+        *,
+        aws_lambda: LambdaClient | None = None,
+        aws_s3: S3Client | None = None,
+        **setting: Any,
+    ) -> None:
         self.logger = logger
         self.agent = agent
-        self._aws_lambda: Any = setting.pop("aws_lambda", None)
-        self._aws_s3: Any = setting.pop("aws_s3", None)
+        self._aws_lambda = aws_lambda
+        self._aws_s3 = aws_s3
         self.setting: dict[str, Any] = setting
         self._endpoint_id: str | None = None
         self._part_id: str | None = None
         self._run: dict[str, Any] | None = None
         self._connection_id: str | None = None
-        self._task_queue: Any = None
+        self._task_queue: Queue | None = None
         self._short_term_memory: list[Any] = []
         self.accumulated_text = ""
         self.final_output: dict[str, Any] = {}
@@ -71,29 +83,25 @@ class AIAgentEventHandler:
 
     # -- AWS clients (lazy, injectable) --------------------------------------------------
     @property
-    def aws_lambda(self) -> Any:
+    def aws_lambda(self) -> LambdaClient:
         """The boto3 Lambda client: the injected one, else built on first use."""
         if self._aws_lambda is None:
-            self._aws_lambda = build_lambda_client(self.setting)
+            self._aws_lambda = _aws.lambda_client(self.setting)
         return self._aws_lambda
 
     @aws_lambda.setter
-    def aws_lambda(self, client: Any) -> None:
+    def aws_lambda(self, client: LambdaClient) -> None:
         self._aws_lambda = client
 
     @property
-    def aws_s3(self) -> Any:
+    def aws_s3(self) -> S3Client:
         """The boto3 S3 client: the injected one, else built on first use."""
         if self._aws_s3 is None:
-            import boto3
-
-            from .invoker import RETRY_CONFIG, _credentials
-
-            self._aws_s3 = boto3.client("s3", config=RETRY_CONFIG, **_credentials(self.setting))
+            self._aws_s3 = _aws.s3_client(self.setting)
         return self._aws_s3
 
     @aws_s3.setter
-    def aws_s3(self, client: Any) -> None:
+    def aws_s3(self, client: S3Client) -> None:
         self._aws_s3 = client
 
     # -- run context ----------------------------------------------------------------------
@@ -131,9 +139,11 @@ class AIAgentEventHandler:
 
     @property
     def phase(self) -> str | None:
-        """The rollout phase: ``setting["rollout_phase"]``, else ``$ROLLOUT_PHASE``."""
-        phase = self.setting.get("rollout_phase") or os.environ.get("ROLLOUT_PHASE")
-        return str(phase) if phase else None
+        """The rollout phase: ``setting["rollout_phase"]``, else ``$ROLLOUT_PHASE``.
+
+        Raises :class:`~ai_agent_handler.FlagConfigError` for a name that is not a phase.
+        """
+        return settings.rollout_phase(self.setting)
 
     @property
     def run(self) -> dict[str, Any] | None:
@@ -156,11 +166,12 @@ class AIAgentEventHandler:
         self._connection_id = value
 
     @property
-    def task_queue(self) -> Any:
+    def task_queue(self) -> Queue | None:
+        """The SQS FIFO queue (a boto3 ``Queue`` resource) calls go through; None: Lambda."""
         return self._task_queue
 
     @task_queue.setter
-    def task_queue(self, value: Any) -> None:
+    def task_queue(self, value: Queue | None) -> None:
         self._task_queue = value
 
     @property
@@ -181,10 +192,10 @@ class AIAgentEventHandler:
         decision = self._decision
         run_uuid = str(run["run_uuid"])
         if decision is None or decision.run_uuid != run_uuid:
-            from .flag_config import ensure_provider
+            from .flag_file.default_provider import ensure_provider
 
             ensure_provider(self.setting, self.logger)
-            decision = rollout.decide(
+            decision = decide(
                 self._endpoint_id,
                 self._part_id,
                 run_uuid=run_uuid,
@@ -236,13 +247,13 @@ class AIAgentEventHandler:
 
         By default (``setting["stream_dispatch"] = "background"``) the chunk, with the run's
         pinned routing key, is handed to a background dispatcher and this returns without
-        waiting on the network (:mod:`ai_agent_handler.dispatch`): SQS FIFO groups get their
+        waiting on the network (:mod:`ai_agent_handler.transport.stream`): SQS FIFO groups get their
         chunks in index order in batches of up to 10, Lambda ``Event`` invocations run in
         parallel. It blocks only while the dispatcher's bounded queue is full.
 
         The chunk with ``is_message_end=True`` waits until every chunk of this handler before
         it was delivered (at most ``setting["stream_flush_timeout"]`` seconds, default 60)
-        and raises :class:`~ai_agent_handler.dispatch.StreamDeliveryError` when any failed or
+        and raises :class:`~ai_agent_handler.StreamDeliveryError` when any failed or
         is still undelivered, after logging the counts -- as upstream raised from the failing
         chunk's own call, only later, and once per message instead of once per chunk.
 
@@ -309,7 +320,7 @@ class AIAgentEventHandler:
     def flush(self, timeout: float | None = None) -> StreamReport:
         """Wait until every chunk this handler handed over is delivered; report on them.
 
-        Returns the :class:`~ai_agent_handler.dispatch.StreamReport` since the previous
+        Returns the :class:`~ai_agent_handler.StreamReport` since the previous
         report (message end, new run or flush): delivered, failed, and still pending when
         ``timeout`` seconds passed (None: wait for all). Failures are logged, not raised.
         Call it before a Lambda entry point returns when the last chunk was not a message
@@ -328,7 +339,7 @@ class AIAgentEventHandler:
         """The dispatcher background chunks go through.
 
         Shared per process and per ``(stream_workers, stream_queue_size)`` setting (defaults
-        32 and 1000); assign a :class:`~ai_agent_handler.dispatch.StreamDispatcher` to use
+        32 and 1000); assign a :class:`~ai_agent_handler.transport.stream.StreamDispatcher` to use
         another (chunks already handed over are waited for first).
         """
         return (self._stream or self._open_stream()).dispatcher
@@ -342,7 +353,7 @@ class AIAgentEventHandler:
     def _open_stream(self) -> StreamChannel:
         mode = self.setting.get("stream_dispatch", "background")
         if mode not in ("background", "sync"):
-            raise ValueError(f"stream_dispatch must be 'background' or 'sync', got {mode!r}")
+            raise FlagConfigError(f"stream_dispatch must be 'background' or 'sync', got {mode!r}")
         dispatcher = shared_dispatcher(
             int(self.setting.get("stream_workers", DEFAULT_WORKERS)),
             int(self.setting.get("stream_queue_size", DEFAULT_QUEUE_SIZE)),
@@ -375,7 +386,7 @@ class AIAgentEventHandler:
         record_stream_chunks_failed(
             report.failed + report.pending,
             decision.routing_key if decision else "",
-            phase=self.phase,
+            phase=settings.metric_phase(self.setting),
         )
         return message
 

@@ -3,14 +3,14 @@
 A JSON line on stdout that CloudWatch turns into metrics with no agent, no API call and no
 extra infrastructure in Lambda. Namespace :data:`METRICS_NAMESPACE`, dimensions ``phase``
 and ``key_scheme``; metrics ``KeyDecisions``, ``FlagEvaluationErrors`` (one line per run
-decision, written by :class:`~ai_agent_handler.observability.DecisionHook`),
+decision, written by :class:`~ai_agent_handler.decision_log.DecisionHook`),
 ``LambdaInvokeErrors`` (one line per failed call) and ``StreamChunksFailed`` (one line per
 message end that lost chunks, never one per chunk). On by default inside Lambda, off
 elsewhere unless ``$AI_AGENT_HANDLER_METRICS=emf`` or :func:`configure_metrics` says so (a
 library must not print to a host's stdout uninvited). Lines carry ids and error codes only.
 
-This module imports nothing beyond the standard library, so the invoker and the stream
-dispatcher can count failures without loading OpenFeature.
+This module imports nothing beyond the standard library, so the transport can count
+failures without loading OpenFeature.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ _metrics = EmfMetrics()
 
 
 def metrics() -> EmfMetrics:
-    """The process-wide EMF writer the hook, the invoker and the stream dispatcher use."""
+    """The process-wide EMF writer the decision hook and the transport use."""
     return _metrics
 
 

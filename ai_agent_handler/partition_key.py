@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .exceptions import PartitionKeyError
+
 __all__ = [
     "SEPARATOR",
     "KeyScheme",
-    "PartitionKeyError",
     "compose",
     "key_scheme_of",
     "routing_key",
@@ -23,10 +24,6 @@ __all__ = [
 SEPARATOR = "#"
 
 KeyScheme = Literal["composite", "legacy"]
-
-
-class PartitionKeyError(ValueError):
-    """An ``endpoint_id`` or ``part_id`` that cannot form a safe partition key."""
 
 
 def validate_id(field: str, value: object) -> str | None:

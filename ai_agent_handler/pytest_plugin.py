@@ -23,11 +23,9 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from .rollout import FLAG_DOMAIN, FLAG_KEY
+from .decision import COMPOSITE, FLAG_DOMAIN, FLAG_KEY, LEGACY, VARIANTS
 
 __all__ = ["PartitionKeyFlag", "partition_key_flag"]
-
-_VARIANTS = {"composite": True, "legacy": False}
 
 
 class PartitionKeyFlag:
@@ -54,8 +52,8 @@ class PartitionKeyFlag:
     def install(self) -> None:
         """(Re-)register this flag's provider for the handler's domain and wait for it."""
         flag = InMemoryFlag(
-            default_variant="composite" if self.default else "legacy",
-            variants=_VARIANTS,
+            default_variant=COMPOSITE if self.default else LEGACY,
+            variants=dict(VARIANTS),
             context_evaluator=self._evaluate,
         )
         api.set_provider_and_wait(InMemoryProvider({FLAG_KEY: flag}), domain=FLAG_DOMAIN)
@@ -69,7 +67,7 @@ class PartitionKeyFlag:
         else:
             value, reason = self.default, Reason.STATIC
         return FlagResolutionDetails(
-            value=value, variant="composite" if value else "legacy", reason=reason
+            value=value, variant=COMPOSITE if value else LEGACY, reason=reason
         )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from unittest import mock
 
 from ai_agent_handler import Utility
-from ai_agent_handler.invoker import json_dumps
+from ai_agent_handler.transport.invoke import json_dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("bench")

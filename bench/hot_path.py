@@ -13,7 +13,7 @@ from typing import Any
 from openfeature import api
 
 from ai_agent_handler import FLAG_DOMAIN, AIAgentEventHandler, FlagFileProvider, Utility
-from ai_agent_handler.dispatch import encode_chunk
+from ai_agent_handler.transport.stream import encode_chunk
 
 from .common import (
     FakeLambda,

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ai_agent_handler import AIAgentEventHandler
-from ai_agent_handler.dispatch import DEFAULT_WORKERS
+from ai_agent_handler.transport.stream import DEFAULT_WORKERS
 
 from .common import ROOT, Row, Section, Series, UpstreamStyleHandler, new_run, percentile
 from .loopback import lambda_client

@@ -1,21 +1,43 @@
-"""Shared fixtures: a local AWS (moto, in process) and capture of what boto3 really sent."""
+"""Fixtures every test folder shares. Each name means one thing:
+
+=================  ==========================================================================
+fixture            what it gives
+=================  ==========================================================================
+(autouse)          fake credentials and a region, no AWS/flag variables from the caller
+``aws``            moto's in-process AWS (Lambda accepts Invoke without Docker)
+``sent``           every Lambda Invoke request as it left boto3 (:class:`LambdaCapture`)
+``lambda_client``  a boto3 Lambda client on ``aws`` whose requests land in ``sent``
+``fifo_queue``     an SQS FIFO queue on ``aws`` with content-based deduplication
+``s3``             a boto3 S3 client on ``aws`` with the bucket :data:`BUCKET`
+``make_handler``   a handler built the way the engine builds one, on ``lambda_client``
+``moto_server``    the URL of moto's threaded server on loopback (real HTTP)
+``fault_server``   a scripted Lambda / SQS / S3 on loopback (:class:`FaultServer`)
+``no_backoff``     botocore retries as configured, without the sleeps between them
+``emf``            the EMF metric lines written during the test (:class:`EmfCapture`)
+``no_provider``    no OpenFeature provider registered, once-per-process setup forgotten
+``run``            ``ai-agent-rollout`` run in process (:class:`Runner`)
+=================  ==========================================================================
+
+Helpers that are not fixtures are in :mod:`tests.support`.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import boto3
 import pytest
 from moto import mock_aws
+from openfeature import api
 
-from ai_agent_handler import AIAgentEventHandler
-
-REGION = "us-east-1"
+from ai_agent_handler import AIAgentEventHandler, metrics
+from ai_agent_handler.flag_file import default_provider
+from tests.support import BUCKET, REGION, RUN
+from tests.support.aws import EmfCapture, LambdaCapture
+from tests.support.cli import Runner
+from tests.support.fault_server import FaultServer
 
 
 @pytest.fixture(autouse=True)
@@ -28,43 +50,7 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
-@dataclass
-class SentInvoke:
-    """One Lambda Invoke request as it left boto3."""
-
-    function_name: str
-    invocation_type: str
-    payload: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return str(self.payload["endpoint_id"])
-
-    @property
-    def funct(self) -> str:
-        return str(self.payload["funct"])
-
-
-class LambdaCapture(list[SentInvoke]):
-    """Every Invoke request a client sent, parsed from the wire (URL, header, body)."""
-
-    def attach(self, client: Any) -> Any:
-        client.meta.events.register("before-send.lambda.Invoke", self._record)
-        return client
-
-    def _record(self, request: Any, **_: Any) -> None:
-        # URL: .../2015-03-31/functions/<name>/invocations
-        name = unquote(request.url.split("/functions/", 1)[1].split("/", 1)[0])
-        invocation_type = request.headers.get("X-Amz-Invocation-Type", b"RequestResponse")
-        if isinstance(invocation_type, bytes):
-            invocation_type = invocation_type.decode()
-        body = request.body.decode() if isinstance(request.body, bytes) else request.body
-        self.append(SentInvoke(name, invocation_type, json.loads(body)))
-
-    def keys(self) -> list[str]:
-        return [sent.key for sent in self]
-
-
+# -- moto in process ------------------------------------------------------------------------
 @pytest.fixture
 def aws() -> Iterator[None]:
     """moto's in-process AWS; Lambda accepts Invoke without Docker."""
@@ -92,24 +78,11 @@ def fifo_queue(aws: None) -> Any:
     )
 
 
-def drain(queue: Any) -> list[Any]:
-    """Every message in the queue, in delivery order, with all attributes."""
-    out: list[Any] = []
-    while True:
-        batch = queue.receive_messages(
-            MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"],
-            AttributeNames=["All"],
-            WaitTimeSeconds=0,
-        )
-        if not batch:
-            return out
-        for message in batch:
-            out.append(message)
-            message.delete()
-
-
-RUN = {"run_uuid": "run-1", "updated_by": "tester", "thread": {"thread_uuid": "thread-1"}}
+@pytest.fixture
+def s3(aws: None) -> Any:
+    client = boto3.client("s3", region_name=REGION)
+    client.create_bucket(Bucket=BUCKET)
+    return client
 
 
 @pytest.fixture
@@ -134,3 +107,62 @@ def make_handler(lambda_client: Any) -> Any:
         return handler
 
     return make
+
+
+# -- AWS on loopback ------------------------------------------------------------------------
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """moto's threaded server on 127.0.0.1 (a fresh, empty AWS per test)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore still decides what to retry and how often; only the sleeps between go.
+
+    Keeps throttling cases (1 s, 2 s, 4 s backoff) fast without touching the decision.
+    """
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, ctx: 0)
+
+
+# -- the library's process-wide state -------------------------------------------------------
+@pytest.fixture
+def emf() -> Iterator[EmfCapture]:
+    """EMF lines go to a buffer for the test, and back to the default afterwards."""
+    capture = EmfCapture()
+    metrics.configure_metrics(stream=capture, enabled=True)
+    yield capture
+    metrics.configure_metrics()
+
+
+@pytest.fixture
+def no_provider() -> Iterator[None]:
+    """No provider for any domain and a fresh once-per-process state (undo the plugin)."""
+    api.clear_providers()
+    default_provider._reset_for_tests()
+    yield
+    api.clear_providers()
+    default_provider._reset_for_tests()
+
+
+# -- operators ------------------------------------------------------------------------------
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Runner:
+    """``ai-agent-rollout`` in process: ``run("--file", path, "status").code``."""
+    return Runner(capsys)

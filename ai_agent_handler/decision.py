@@ -1,0 +1,173 @@
+"""The per-run key decision: which key a run sends, decided once from the flag.
+
+The handler asks :func:`decide` once per run and keeps the returned :class:`KeyDecision`
+for every Lambda/SQS call of that run, so a flag change never splits a run between two
+keys. Evaluation goes through the OpenFeature client of :data:`FLAG_DOMAIN`; whatever
+provider is registered there (a :class:`~ai_agent_handler.FlagFileProvider`, flagd, an
+in-memory test provider) answers. OpenFeature never raises from an evaluation: errors come
+back as the code default, which here is ``False`` -- the legacy key, the kill-switch meaning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from .partition_key import KeyScheme, key_scheme_of, routing_key
+
+if TYPE_CHECKING:
+    from openfeature.client import OpenFeatureClient
+    from openfeature.evaluation_context import EvaluationContext
+
+# OpenFeature is imported on the first decision, not with the package: importing the
+# handler should cost little more than boto3 (see bench/), and a run pays it once anyway.
+
+__all__ = [
+    "CODE_DEFAULT",
+    "COMPOSITE",
+    "FLAG_DOMAIN",
+    "FLAG_KEY",
+    "LEGACY",
+    "VARIANTS",
+    "KeyDecision",
+    "decide",
+    "enum_text",
+    "evaluation_context",
+    "flag_client",
+    "metadata_version",
+]
+
+#: The boolean flag that chooses the key a run sends.
+FLAG_KEY: Final = "composite-partition-key"
+#: The OpenFeature domain whose client the handler evaluates :data:`FLAG_KEY` with.
+FLAG_DOMAIN: Final = "ai_agent_handler"
+
+#: The variant names of :data:`FLAG_KEY` in flag files: what operators read.
+COMPOSITE: Final = "composite"
+LEGACY: Final = "legacy"
+#: The only variants :data:`FLAG_KEY` may have: names the operators read, booleans the code reads.
+VARIANTS: Final[Mapping[str, bool]] = {COMPOSITE: True, LEGACY: False}
+
+#: What the handler uses when the flag cannot be evaluated: the legacy key.
+CODE_DEFAULT: Final = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDecision:
+    """The outcome of one run's flag evaluation, carried with every call of the run."""
+
+    run_uuid: str
+    endpoint_id: str
+    part_id: str | None
+    phase: str | None
+    routing_key: str
+    key_scheme: KeyScheme
+    flag_value: bool
+    variant: str | None
+    reason: str | None
+    error_code: str | None
+    error_message: str | None
+    flag_set_version: str | None
+
+
+def flag_client() -> OpenFeatureClient:
+    """The OpenFeature client the handler evaluates :data:`FLAG_KEY` with.
+
+    It carries the decision hooks (one log record and one metric line per run decision,
+    OpenTelemetry when the host uses it): see :mod:`ai_agent_handler.decision_log`.
+    """
+    from openfeature import api
+
+    from .decision_log import decision_hooks
+
+    client = api.get_client(domain=FLAG_DOMAIN)
+    client.add_hooks(decision_hooks())
+    return client
+
+
+def evaluation_context(
+    endpoint_id: str, part_id: str | None, phase: str | None
+) -> EvaluationContext:
+    """``targeting_key = endpoint_id``; attributes ``endpoint_id``, ``part_id``, ``phase``."""
+    from openfeature.evaluation_context import EvaluationContext
+
+    attributes: dict[str, str] = {"endpoint_id": endpoint_id}
+    if part_id:
+        attributes["part_id"] = part_id
+    if phase:
+        attributes["phase"] = phase
+    return EvaluationContext(targeting_key=endpoint_id, attributes=attributes)
+
+
+def decide(
+    endpoint_id: str | None,
+    part_id: str | None,
+    *,
+    run_uuid: str,
+    phase: str | None = None,
+    client: OpenFeatureClient | None = None,
+    logger: logging.Logger | None = None,
+) -> KeyDecision:
+    """Evaluate the flag for one run and return the key every call of that run uses.
+
+    Ids are validated first (:class:`~ai_agent_handler.PartitionKeyError`), so an invalid id
+    is refused before the flag is even asked. An evaluation error is logged once, here, with
+    its error code; the run then uses the legacy key.
+    """
+    # Validate before evaluating: the legacy key is checked too (see routing_key).
+    routing_key(endpoint_id, part_id, composite=False)
+    assert endpoint_id is not None  # guaranteed by routing_key
+    part = part_id or None
+    from openfeature.flag_evaluation import FlagEvaluationOptions
+
+    client = client or flag_client()
+    details = client.get_boolean_details(
+        FLAG_KEY,
+        CODE_DEFAULT,
+        evaluation_context(endpoint_id, part, phase),
+        FlagEvaluationOptions(hook_hints={"run_uuid": run_uuid}),
+    )
+    value = details.value is True
+    error_code = details.error_code.value if details.error_code is not None else None
+    if error_code is not None and logger is not None:
+        logger.warning(
+            "flag %s could not be evaluated for endpoint %s (run %s): %s %s; using the legacy key",
+            FLAG_KEY,
+            endpoint_id,
+            run_uuid,
+            error_code,
+            details.error_message or "",
+        )
+    key = routing_key(endpoint_id, part, composite=value)
+    return KeyDecision(
+        run_uuid=run_uuid,
+        endpoint_id=endpoint_id,
+        part_id=part,
+        phase=phase,
+        routing_key=key,
+        key_scheme=key_scheme_of(key),
+        flag_value=value,
+        variant=details.variant,
+        reason=enum_text(details.reason),
+        error_code=error_code,
+        error_message=details.error_message,
+        flag_set_version=metadata_version(details.flag_metadata),
+    )
+
+
+def enum_text(value: object) -> str | None:
+    """An OpenFeature reason or error code as text (an enum in the SDK, a str from some
+    providers); None stays None."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def metadata_version(metadata: Mapping[str, object] | None) -> str | None:
+    """The flag set's ``version`` from evaluation metadata, as text; None when absent."""
+    if not metadata:
+        return None
+    version = metadata.get("version")
+    return None if version is None else str(version)

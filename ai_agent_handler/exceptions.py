@@ -1,0 +1,123 @@
+"""Every error this library raises, in one tree.
+
+::
+
+    AIAgentHandlerError                 catch-all for this library's errors
+    ├── PartitionKeyError (ValueError)  an endpoint_id / part_id that cannot form a safe key
+    ├── FlagConfigError (ValueError)    a setting that cannot work: unknown phase, malformed
+    │                                   flag source or s3:// URI, bad interval or dispatch mode
+    ├── InvocationError (RuntimeError)  a Lambda / SQS call failed for good (funct, routing key)
+    ├── StreamDeliveryError             chunks of a streamed message failed or are late
+    │   (RuntimeError)
+    ├── FlagFileError (ValueError)      a flag document that cannot be used (problems listed)
+    ├── FlagSourceError                 a flag file could not be read
+    │   ├── SourceNotFound              missing file or object
+    │   ├── SourceAccessDenied          permission denied, AccessDenied, bad credentials
+    │   └── SourceUnavailable           throttling, timeouts, connection errors, 5xx
+    ├── FlagEditError (ValueError)      an operator's edit cannot apply to the document
+    └── StoreError                      reading or writing an operator's flag file failed
+        └── ConflictError               someone else changed it meanwhile; nothing written
+
+What a caller is expected to catch: :class:`PartitionKeyError` when assigning ids,
+:class:`InvocationError` from ``invoke_async_funct`` and synchronous streaming,
+:class:`StreamDeliveryError` at a message end. The flag-source errors never reach a handler:
+the provider keeps its last good flags and reports them as events and log lines.
+AWS errors (botocore's ``ClientError`` / ``BotoCoreError``) are translated at the edge that
+made the call, and kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .transport.stream import StreamReport
+
+__all__ = [
+    "AIAgentHandlerError",
+    "ConflictError",
+    "FlagConfigError",
+    "FlagEditError",
+    "FlagFileError",
+    "FlagSourceError",
+    "InvocationError",
+    "PartitionKeyError",
+    "SourceAccessDenied",
+    "SourceNotFound",
+    "SourceUnavailable",
+    "StoreError",
+    "StreamDeliveryError",
+]
+
+
+class AIAgentHandlerError(Exception):
+    """Base class of every error this library raises."""
+
+
+class PartitionKeyError(AIAgentHandlerError, ValueError):
+    """An ``endpoint_id`` or ``part_id`` that cannot form a safe partition key."""
+
+
+class FlagConfigError(AIAgentHandlerError, ValueError):
+    """A setting that cannot work (unknown phase, malformed source, URI or interval)."""
+
+
+class InvocationError(AIAgentHandlerError, RuntimeError):
+    """A Lambda or SQS call failed: AWS refused it after retries, or the function failed.
+
+    ``funct`` and ``routing_key`` name the call; the AWS error, when there is one, is the
+    ``__cause__`` (a ``ClientError`` keeps its ``.response``).
+    """
+
+    def __init__(self, message: str, *, funct: str, routing_key: str) -> None:
+        super().__init__(message)
+        self.funct = funct
+        self.routing_key = routing_key
+
+
+class StreamDeliveryError(AIAgentHandlerError, RuntimeError):
+    """Chunks of a streamed message failed or were not delivered in time.
+
+    Raised from the ``send_data_to_stream(..., is_message_end=True)`` call of the message;
+    ``report`` holds the counts and the first error texts.
+    """
+
+    def __init__(self, message: str, report: StreamReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class FlagFileError(AIAgentHandlerError, ValueError):
+    """A flag file that cannot be used; the message names what is wrong and where."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = problems if problems is not None else [message]
+
+
+class FlagSourceError(AIAgentHandlerError):
+    """The flag file could not be read; the message names the source and the cause."""
+
+
+class SourceNotFound(FlagSourceError):
+    """The file or object does not exist (deleted, mistyped path, NoSuchKey, NoSuchBucket)."""
+
+
+class SourceAccessDenied(FlagSourceError):
+    """Permission denied on the file, or AccessDenied / bad credentials on the object."""
+
+
+class SourceUnavailable(FlagSourceError):
+    """A transient fault: throttling, timeouts, connection errors, 5xx."""
+
+
+class FlagEditError(AIAgentHandlerError, ValueError):
+    """The document cannot be read or edited as asked (the message says why and what to do)."""
+
+
+class StoreError(AIAgentHandlerError):
+    """Reading or writing the flag file failed; the message is one line for the operator."""
+
+
+class ConflictError(StoreError):
+    """Someone else changed (or is changing) the file; nothing was written."""

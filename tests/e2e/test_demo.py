@@ -1,0 +1,49 @@
+"""The README's first command: the rollout demo runs, shows the keys, and checks itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ai_agent_handler.ops import edits
+from examples import rollout_demo as demo
+from tests.support import REPO
+
+
+def test_the_demo_runs_and_shows_the_rollout_and_the_rollback() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "rollout_demo.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "aws-prod-us-east-1#acme-corp" in out  # dev: the composite key on the wire
+    assert "$ ai-agent-rollout --file production.flagd.json percent 30" in out
+    assert "$ ai-agent-rollout --file production.flagd.json allow aws-prod-eu-west-1" in out
+    assert "$ ai-agent-rollout --file production.flagd.json rollback" in out
+    assert "legacy everywhere" in out
+    lines = out.strip().splitlines()
+    table = [
+        line.split()
+        for line in lines
+        if line.strip().startswith("aws-prod-") and len(line.split()) == 5
+    ]
+    assert len(table) == len(demo.ENDPOINTS)
+    assert all(row[1] == "legacy" and row[4] == "legacy" for row in table)  # shipped, rollback
+    assert any(row[3] == "composite" for row in table)  # percent 30 moved some endpoints
+    assert lines[-1].startswith("OK: ") and "rollback" in lines[-1]
+    assert result.stderr == ""
+
+
+def test_the_demo_fails_loudly_when_the_keys_are_not_what_the_files_say(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A rollback that changes nothing: the next runs stay composite, which the demo catches.
+    monkeypatch.setattr(edits, "rollback", lambda doc, **_: doc)
+    assert demo.main([]) == 1
+    assert "FAILED: rollback: legacy everywhere" in capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""The streaming helpers on real chunk sequences, asserted on what reached Lambda."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ai_agent_handler._chunking import closing_suffix, split_xml, try_complete_json
+from tests.support.aws import LambdaCapture
+
+
+def stream_chunks(sent: LambdaCapture) -> list[tuple[int, str, str]]:
+    """(index, data_format, chunk_delta) of every send_data_to_stream that went out."""
+    out = []
+    for request in sent:
+        assert request.funct == "send_data_to_stream"
+        data = json.loads(request.payload["params"]["data"])
+        out.append((data["index"], data["data_format"], data["chunk_delta"]))
+    return out
+
+
+def feed_text(handler: Any, pieces: list[str], output_format: str = "text") -> tuple[int, str]:
+    index, buf = 0, ""
+    for piece in pieces:
+        index, buf = handler.process_text_content(index, buf + piece, output_format)
+    return index, buf
+
+
+def test_plain_text_is_sent_once_the_buffer_is_full(make_handler: Any, sent: LambdaCapture) -> None:
+    handler = make_handler()
+    index, buf = feed_text(handler, ["Hello", " wor", "ld, how", " are", " you?"])
+    assert stream_chunks(sent) == [(0, "text", "Hello world, how")]
+    assert (index, buf) == (1, " are you?")  # 9 characters: kept until the buffer fills
+
+
+def test_output_format_is_kept_for_plain_text(make_handler: Any, sent: LambdaCapture) -> None:
+    feed_text(make_handler(), ["# Title and more"], output_format="markdown")
+    assert stream_chunks(sent) == [(0, "markdown", "# Title and more")]
+
+
+def test_buffer_size_comes_from_the_setting(make_handler: Any, sent: LambdaCapture) -> None:
+    handler = make_handler(accumulated_partial_text_buffer=3)
+    index, buf = feed_text(handler, ["ab", "cd", "e", "fgh"])
+    assert stream_chunks(sent) == [(0, "text", "abcd"), (1, "text", "efgh")]
+    assert (index, buf) == (2, "")
+
+
+def test_xml_tag_split_across_chunks_waits_for_its_end(
+    make_handler: Any, sent: LambdaCapture
+) -> None:
+    handler = make_handler()
+    index, buf = feed_text(
+        handler, ["Answer: <thin", "king_step i", "d='1'", ">plan</thinking_step> done"]
+    )
+    assert stream_chunks(sent) == [
+        (0, "text", "Answer: "),
+        (1, "xml", "<thinking_step id='1'>"),
+        (2, "text", "plan"),
+        (3, "xml", "</thinking_step>"),
+        (4, "text", " done"),
+    ]
+    assert (index, buf) == (5, "")
+
+
+def test_unclosed_tag_remainder_is_its_own_chunk(make_handler: Any, sent: LambdaCapture) -> None:
+    feed_text(make_handler(), ["<b>bold</b> then <i"])
+    assert stream_chunks(sent) == [
+        (0, "xml", "<b>"),
+        (1, "text", "bold"),
+        (2, "xml", "</b>"),
+        (3, "text", " then "),
+        (4, "text", "<i"),
+    ]
+
+
+def test_a_lone_lt_is_flushed_as_text_past_500_characters(
+    make_handler: Any, sent: LambdaCapture
+) -> None:
+    handler = make_handler()
+    text = "if a < b then " + "x" * 480
+    index, buf = feed_text(handler, [text])
+    assert not sent and buf == text  # 494 characters: still waiting for '>'
+    index, buf = handler.process_text_content(index, buf + "y" * 10, "text")
+    assert stream_chunks(sent) == [(0, "text", text + "y" * 10)]
+    assert (index, buf) == (1, "")
+
+
+def test_json_is_sent_piece_by_piece_when_completable(
+    make_handler: Any, sent: LambdaCapture
+) -> None:
+    handler = make_handler()
+    index, complete, partial = 0, "", ""
+    for piece in ['{"ans', 'wer": "4', '2"', ', "steps": [1', ", 2]", "}"]:
+        index, complete, partial = handler.process_and_send_json(
+            index, complete, partial + piece, "json"
+        )
+    assert stream_chunks(sent) == [
+        (0, "json", '{"answer": "42"'),
+        (1, "json", ', "steps": [1'),
+        (2, "json", ", 2]"),
+        (3, "json", "}"),
+    ]
+    assert json.loads(complete) == {"answer": "42", "steps": [1, 2]}
+    assert (index, partial) == (4, "")
+
+
+@pytest.mark.parametrize(
+    ("s", "expected"),
+    [
+        ('{"a": 1}', '{"a": 1}'),
+        ('{"a": 1', '{"a": 1}'),
+        ("[1, 2", "[1, 2]"),
+        ('{"a": {"b": 1', '{"a": {"b": 1}}'),
+        ('{"a": [1', '{"a": [1]}'),
+        ('{"a": [{"b": 1', '{"a": [{"b": 1}]}'),
+        ('[{"a": [{"b": [1', '[{"a": [{"b": [1]}]}]'),  # deeper than upstream's list
+        ('{"a": "x}', ""),  # inside a string: not completable
+        ('{"a": ', ""),
+        ("", ""),
+        ("]", ""),
+    ],
+)
+def test_try_complete_json(s: str, expected: str) -> None:
+    assert try_complete_json(s) == expected
+    assert make_static_call(s) == expected
+
+
+def make_static_call(s: str) -> str:
+    from ai_agent_handler import AIAgentEventHandler
+
+    return AIAgentEventHandler.try_complete_json(s)
+
+
+@pytest.mark.parametrize(
+    ("buf", "pieces"),
+    [
+        ("plain", [("text", "plain")]),
+        ("<a>", [("xml", "<a>")]),
+        (
+            "x<a>y<b>z",
+            [("text", "x"), ("xml", "<a>"), ("text", "y"), ("xml", "<b>"), ("text", "z")],
+        ),
+        ("x <a", [("text", "x "), ("text", "<a")]),
+        ("<a><b", [("xml", "<a>"), ("text", "<b")]),
+        ("a < b <c>", [("text", "a < b "), ("xml", "<c>")]),
+    ],
+)
+def test_split_xml(buf: str, pieces: list[tuple[str, str]]) -> None:
+    assert split_xml(buf) == pieces
+    assert "".join(piece for _, piece in pieces) == buf
+
+
+@pytest.mark.parametrize(
+    ("s", "suffix"), [("{", "}"), ("[{", "}]"), ('{"a":"[', None), ("}", None), ("[}", None)]
+)
+def test_closing_suffix(s: str, suffix: str | None) -> None:
+    assert closing_suffix(s) == suffix
