@@ -9,6 +9,7 @@ endpoint, ``endpoint_id`` otherwise. The flag is evaluated once per run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from .transport.stream import (
     LIBRARY_INVOKE,
     STREAM_FUNCT,
     StreamChannel,
+    StreamChunk,
     StreamDispatcher,
     StreamReport,
     encode_chunk,
@@ -65,15 +67,19 @@ class AIAgentEventHandler:
     ) -> None:
         self.logger = logger
         self.agent = agent
-        self._aws_lambda = aws_lambda
-        self._aws_s3 = aws_s3
+        if aws_lambda is not None:
+            self.aws_lambda = aws_lambda
+        if aws_s3 is not None:
+            self.aws_s3 = aws_s3
         self.setting: dict[str, Any] = setting
         self._endpoint_id: str | None = None
         self._part_id: str | None = None
         self._run: dict[str, Any] | None = None
-        self._connection_id: str | None = None
-        self._task_queue: Queue | None = None
-        self._short_term_memory: list[Any] = []
+        #: The WebSocket connection chunks are streamed to; None: not streaming.
+        self.connection_id: str | None = None
+        #: The SQS FIFO queue (a boto3 ``Queue`` resource) calls go through; None: Lambda.
+        self.task_queue: Queue | None = None
+        self.short_term_memory: list[Any] = []
         self.accumulated_text = ""
         self.final_output: dict[str, Any] = {}
         self.uploaded_files: list[Any] = []
@@ -82,27 +88,15 @@ class AIAgentEventHandler:
         self._text_buffer_size = int(setting.get("accumulated_partial_text_buffer", 10))
 
     # -- AWS clients (lazy, injectable) --------------------------------------------------
-    @property
+    @functools.cached_property
     def aws_lambda(self) -> LambdaClient:
-        """The boto3 Lambda client: the injected one, else built on first use."""
-        if self._aws_lambda is None:
-            self._aws_lambda = _aws.lambda_client(self.setting)
-        return self._aws_lambda
+        """The boto3 Lambda client: the injected (or assigned) one, else built on first use."""
+        return _aws.lambda_client(self.setting)
 
-    @aws_lambda.setter
-    def aws_lambda(self, client: LambdaClient) -> None:
-        self._aws_lambda = client
-
-    @property
+    @functools.cached_property
     def aws_s3(self) -> S3Client:
-        """The boto3 S3 client: the injected one, else built on first use."""
-        if self._aws_s3 is None:
-            self._aws_s3 = _aws.s3_client(self.setting)
-        return self._aws_s3
-
-    @aws_s3.setter
-    def aws_s3(self, client: S3Client) -> None:
-        self._aws_s3 = client
+        """The boto3 S3 client: the injected (or assigned) one, else built on first use."""
+        return _aws.s3_client(self.setting)
 
     # -- run context ----------------------------------------------------------------------
     @property
@@ -157,31 +151,6 @@ class AIAgentEventHandler:
         self._run = value
         self._decision = None
 
-    @property
-    def connection_id(self) -> str | None:
-        return self._connection_id
-
-    @connection_id.setter
-    def connection_id(self, value: str | None) -> None:
-        self._connection_id = value
-
-    @property
-    def task_queue(self) -> Queue | None:
-        """The SQS FIFO queue (a boto3 ``Queue`` resource) calls go through; None: Lambda."""
-        return self._task_queue
-
-    @task_queue.setter
-    def task_queue(self, value: Queue | None) -> None:
-        self._task_queue = value
-
-    @property
-    def short_term_memory(self) -> list[Any]:
-        return self._short_term_memory
-
-    @short_term_memory.setter
-    def short_term_memory(self, value: list[Any]) -> None:
-        self._short_term_memory = value
-
     # -- the per-run key decision ---------------------------------------------------------
     @property
     def key_decision(self) -> KeyDecision | None:
@@ -232,7 +201,7 @@ class AIAgentEventHandler:
             aws_lambda=self.aws_lambda,
             invocation_type="Event",
             message_group_id=run["run_uuid"],
-            task_queue=self._task_queue,
+            task_queue=self.task_queue,
         )
 
     def send_data_to_stream(
@@ -265,7 +234,7 @@ class AIAgentEventHandler:
         that patches it reads ``call_args`` right after this returns, and that patch is the
         contract's test seam.
         """
-        connection_id = self._connection_id
+        connection_id = self.connection_id
         run = self._run
         if connection_id is None or run is None:
             return
@@ -297,20 +266,22 @@ class AIAgentEventHandler:
                 aws_lambda=self.aws_lambda,
                 invocation_type="Event",
                 message_group_id=message_group_id,
-                task_queue=self._task_queue,
+                task_queue=self.task_queue,
             )
             return
         channel = self._stream or self._open_stream()
-        queue = self._task_queue
+        queue = self.task_queue
         channel.send(
-            self.logger,
-            decision.routing_key,
-            params,
-            message_group_id,
-            queue,
-            self.aws_lambda if queue is None else None,
-            setting,
-            index,
+            StreamChunk(
+                self.logger,
+                decision.routing_key,
+                params,
+                message_group_id,
+                queue,
+                self.aws_lambda if queue is None else None,
+                setting,
+                index,
+            )
         )
         if is_message_end:
             report = channel.wait(self._stream_timeout())
@@ -378,7 +349,7 @@ class AIAgentEventHandler:
 
         run_uuid = self._run["run_uuid"] if self._run else None
         message = (
-            f"stream of run {run_uuid} on connection {self._connection_id} at {reason}: "
+            f"stream of run {run_uuid} on connection {self.connection_id} at {reason}: "
             f"{report.failed + report.pending} chunks not delivered ({report})"
         )
         self.logger.error(message)

@@ -77,7 +77,7 @@ AWS_PROFILE / AWS_REGION etc. for s3:// files. Runbook: rollout.md.
 """
 
 
-class CliError(Exception):
+class _CliError(Exception):
     """An error reported as one line on stderr with its exit code."""
 
     def __init__(self, message: str, code: int) -> None:
@@ -88,7 +88,7 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     # One line on stderr, not argparse's usage block: scripts and tired eyes read one line.
     def error(self, message: str) -> NoReturn:
-        raise CliError(f"{message} (see {self.prog} --help)", EXIT_USAGE)
+        raise _CliError(f"{message} (see {self.prog} --help)", EXIT_USAGE)
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -206,7 +206,7 @@ def shipped_flag_file(phase: str) -> Path:
     try:
         return default_provider.shipped_flag_file(phase)
     except (FlagConfigError, FileNotFoundError) as err:
-        raise CliError(str(err), EXIT_ERROR) from err
+        raise _CliError(str(err), EXIT_ERROR) from err
 
 
 def _sources(args: argparse.Namespace) -> list[tuple[str | None, str]]:
@@ -220,7 +220,7 @@ def _sources(args: argparse.Namespace) -> list[tuple[str | None, str]]:
 
 def _one_source(args: argparse.Namespace) -> tuple[str | None, str]:
     if not args.file and not args.phase:
-        raise CliError(
+        raise _CliError(
             f"{args.command} needs --file PATH|s3://BUCKET/KEY or --phase "
             f"{{{','.join(PHASES)}}} (see {PROG} --help)",
             EXIT_USAGE,
@@ -232,20 +232,20 @@ def _store(args: argparse.Namespace, source: str) -> FlagStore:
     try:
         return open_store(source, audit_log=args.audit_log, lock_timeout=args.lock_timeout)
     except FlagConfigError as err:  # a malformed s3:// URI
-        raise CliError(str(err), EXIT_USAGE) from err
+        raise _CliError(str(err), EXIT_USAGE) from err
 
 
 def _read_valid(store: FlagStore) -> tuple[Snapshot, dict[str, Any]]:
     try:
         snapshot = store.read()
     except StoreError as err:
-        raise CliError(str(err), EXIT_ERROR) from err
+        raise _CliError(str(err), EXIT_ERROR) from err
     if snapshot.data is None:
-        raise CliError(f"{store.source}: no such file", EXIT_ERROR)
+        raise _CliError(f"{store.source}: no such file", EXIT_ERROR)
     try:
         return snapshot, parse(snapshot.data, source=store.source)
     except FlagFileError as err:
-        raise CliError(str(err), EXIT_INVALID) from err
+        raise _CliError(str(err), EXIT_INVALID) from err
 
 
 # -- read-only commands ---------------------------------------------------------------------
@@ -258,7 +258,7 @@ def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         row: dict[str, Any] = {"phase": phase, "source": source}
         try:
             _, doc = _read_valid(_store(args, source))
-        except CliError as err:
+        except _CliError as err:
             code = max(code, err.code)
             row.update(valid=False, error=str(err), state=None, version=None)
         else:
@@ -306,13 +306,13 @@ def _validate(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         try:
             snapshot = _store(args, source).read()
             if snapshot.data is None:
-                raise CliError(f"{source}: no such file", EXIT_ERROR)
+                raise _CliError(f"{source}: no such file", EXIT_ERROR)
             doc = parse(snapshot.data, source=source)
         except FlagFileError as err:
             code = max(code, EXIT_INVALID)
             result["problems"] = err.problems
             result["error"] = str(err)
-        except (CliError, StoreError) as err:
+        except (_CliError, StoreError) as err:
             code = max(code, getattr(err, "code", EXIT_ERROR))
             result["error"] = str(err)
         else:
@@ -344,7 +344,7 @@ def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     try:
         result = explain(source, doc, args.endpoint, args.part_id, phase)
     except PartitionKeyError as err:
-        raise CliError(str(err), EXIT_USAGE) from err
+        raise _CliError(str(err), EXIT_USAGE) from err
     if args.json:
         out(json.dumps(result, indent=2))
         return EXIT_OK
@@ -391,11 +391,11 @@ def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, ed
             create=rollback and bool(getattr(args, "create", False)),
         )
     except ConflictError as err:
-        raise CliError(str(err), EXIT_CONFLICT) from err
+        raise _CliError(str(err), EXIT_CONFLICT) from err
     except StoreError as err:
-        raise CliError(str(err), EXIT_ERROR) from err
+        raise _CliError(str(err), EXIT_ERROR) from err
     except (FlagFileError, FlagEditError) as err:
-        raise CliError(str(err), EXIT_INVALID) from err
+        raise _CliError(str(err), EXIT_INVALID) from err
     where = f"--file {source}" if args.file else f"--phase {change.phase}"
     restore_lines = [f"{PROG} {where} {command}" for command in change.restore]
     if args.json:
@@ -450,7 +450,7 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return _change(args, out, f"percent {percent}", lambda d: edits.set_percent(d, percent))
     if command == "rollback":
         return _change(args, out, "rollback", edits.rollback)
-    raise CliError(f"unknown command {command!r}", EXIT_USAGE)  # argparse refuses it first
+    raise _CliError(f"unknown command {command!r}", EXIT_USAGE)  # argparse refuses it first
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return _run(args, lambda line: print(line, flush=True))
-    except CliError as err:
+    except _CliError as err:
         return _fail(str(err), err.code, want_json)
     except FlagEditError as err:
         return _fail(str(err), EXIT_INVALID, want_json)

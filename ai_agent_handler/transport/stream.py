@@ -50,6 +50,7 @@ __all__ = [
     "LIBRARY_INVOKE",
     "STREAM_FUNCT",
     "StreamChannel",
+    "StreamChunk",
     "StreamDispatcher",
     "StreamReport",
     "encode_chunk",
@@ -144,42 +145,21 @@ class StreamReport:
         return text
 
 
-class _Chunk:
-    """One chunk on its way: everything the delivery needs, pinned at send time."""
+@dataclass(slots=True)
+class StreamChunk:
+    """One chunk on its way: everything the delivery needs, pinned when it is handed over."""
 
-    __slots__ = (
-        "channel",
-        "client",
-        "group",
-        "index",
-        "logger",
-        "params",
-        "queue",
-        "routing_key",
-        "setting",
-    )
-
-    def __init__(
-        self,
-        channel: StreamChannel,
-        logger: logging.Logger,
-        routing_key: str,
-        params: dict[str, Any],
-        group: str,
-        queue: Queue | None,
-        client: LambdaClient | None,
-        setting: Mapping[str, Any],
-        index: int,
-    ) -> None:
-        self.channel = channel
-        self.logger = logger
-        self.routing_key = routing_key
-        self.params = params
-        self.group = group
-        self.queue = queue
-        self.client = client
-        self.setting = setting
-        self.index = index
+    logger: logging.Logger
+    routing_key: str
+    params: dict[str, Any]
+    group: str
+    #: The SQS FIFO queue it goes through; None: a Lambda ``Event`` invoke with ``client``.
+    queue: Queue | None
+    client: LambdaClient | None
+    setting: Mapping[str, Any]
+    index: int
+    #: The handler's channel that counts it; set by :meth:`StreamChannel.send`.
+    channel: StreamChannel | None = None
 
 
 class _Lane:
@@ -190,9 +170,9 @@ class _Lane:
     def __init__(self, key: tuple[int, str], queue: Queue) -> None:
         self.key = key
         self.queue = queue
-        self.items: deque[_Chunk] = deque()
+        self.items: deque[StreamChunk] = deque()
 
-    def take(self) -> list[_Chunk]:
+    def take(self) -> list[StreamChunk]:
         batch = [self.items.popleft()]
         size = len(batch[0].params["data"])
         while self.items and len(batch) < SQS_BATCH_ENTRIES:
@@ -220,21 +200,9 @@ class StreamChannel:
         self.failed = 0
         self.errors: list[str] = []
 
-    def send(
-        self,
-        logger: logging.Logger,
-        routing_key: str,
-        params: dict[str, Any],
-        group: str,
-        queue: Queue | None,
-        client: LambdaClient | None,
-        setting: Mapping[str, Any],
-        index: int,
-    ) -> None:
+    def send(self, chunk: StreamChunk) -> None:
         """Hand one chunk over; blocks only while the dispatcher's queue is full."""
-        self.dispatcher._submit(
-            _Chunk(self, logger, routing_key, params, group, queue, client, setting, index)
-        )
+        self.dispatcher._submit(self, chunk)
 
     def wait(self, timeout: float | None = None) -> StreamReport:
         """Wait until every chunk sent so far is delivered or failed (or ``timeout`` passes).
@@ -254,7 +222,7 @@ class StreamChannel:
         self.pending = 0
 
 
-_Task = _Chunk | _Lane
+_Task = StreamChunk | _Lane
 
 
 class StreamDispatcher:
@@ -311,7 +279,8 @@ class StreamDispatcher:
         """Chunks accepted and not yet delivered or failed."""
         return self._pending
 
-    def _submit(self, chunk: _Chunk) -> None:
+    def _submit(self, channel: StreamChannel, chunk: StreamChunk) -> None:
+        chunk.channel = channel
         with self._lock:
             if self._closed:
                 raise RuntimeError("stream dispatcher is closed")
@@ -323,7 +292,7 @@ class StreamDispatcher:
             self._pending += 1
             if self._pending > self.high_water:
                 self.high_water = self._pending
-            chunk.channel.pending += 1
+            channel.pending += 1
             queue = chunk.queue
             if queue is None:
                 self._ready.append(chunk)
@@ -380,7 +349,7 @@ class StreamDispatcher:
                 task = self._ready.popleft()
                 batch = task.take() if type(task) is _Lane else None
             if batch is None:
-                assert type(task) is _Chunk
+                assert type(task) is StreamChunk
                 error = _deliver_one(task)
                 with lock:
                     self._finish(task, error)
@@ -398,8 +367,9 @@ class StreamDispatcher:
                     else:
                         del self._lanes[task.key]
 
-    def _finish(self, chunk: _Chunk, error: str | None) -> None:
+    def _finish(self, chunk: StreamChunk, error: str | None) -> None:
         channel = chunk.channel
+        assert channel is not None  # set by StreamChannel.send
         channel.pending -= 1
         if error is None:
             channel.delivered += 1
@@ -441,7 +411,7 @@ class StreamDispatcher:
             self._channels.add(channel)
 
 
-def _deliver_one(chunk: _Chunk) -> str | None:
+def _deliver_one(chunk: StreamChunk) -> str | None:
     # Through the class attribute, so the one edge every Lambda call passes stays the same.
     try:
         Utility.invoke_funct_on_aws_lambda(
@@ -461,7 +431,7 @@ def _deliver_one(chunk: _Chunk) -> str | None:
     return None
 
 
-def _deliver_batch(lane: _Lane, batch: list[_Chunk]) -> dict[int, str]:
+def _deliver_batch(lane: _Lane, batch: list[StreamChunk]) -> dict[int, str]:
     try:
         failed = Utility.send_stream_batch(
             batch[0].logger,

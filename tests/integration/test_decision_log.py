@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import subprocess
@@ -14,10 +13,9 @@ from botocore.stub import Stubber
 from openfeature import api
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from ai_agent_handler import FLAG_DOMAIN, FLAG_KEY, InvocationError, decision_log, metrics
+from ai_agent_handler import FLAG_DOMAIN, FLAG_KEY, InvocationError, decision_log
 from ai_agent_handler.decision import VARIANTS, flag_client
 from ai_agent_handler.decision_log import DECISION_LOGGER, DecisionHook
-from ai_agent_handler.metrics import EmfMetrics
 from tests.support.aws import EmfCapture
 
 
@@ -152,36 +150,6 @@ def test_failed_aws_call_is_counted_once(
     assert emf.total("LambdaInvokeErrors", phase="dev", key_scheme="composite") == 1
     (doc,) = [d for d in emf.documents() if "LambdaInvokeErrors" in d]
     assert doc["funct"] == "create_run" and doc["error_code"] == "AccessDeniedException"
-
-
-def test_stream_chunks_failed_counted_per_message_not_per_chunk(
-    emf: EmfCapture,
-) -> None:
-    metrics.record_stream_chunks_failed(0, "ep#p", phase="dev")  # nothing lost: no line
-    metrics.record_stream_chunks_failed(3, "ep#p", phase="dev")
-    assert emf.documents()[0]["StreamChunksFailed"] == 3
-    assert len(emf.documents()) == 1
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({}, False),  # a library does not print to a host's stdout uninvited
-        ({"AWS_LAMBDA_FUNCTION_NAME": "agent"}, True),
-        ({"AWS_LAMBDA_FUNCTION_NAME": "agent", "AI_AGENT_HANDLER_METRICS": "off"}, False),
-        ({"AI_AGENT_HANDLER_METRICS": "emf"}, True),
-    ],
-)
-def test_emf_default_follows_the_environment(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: bool
-) -> None:
-    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    monkeypatch.delenv("AI_AGENT_HANDLER_METRICS", raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    out = io.StringIO()
-    EmfMetrics(stream=out).emit({"KeyDecisions": 1}, phase="dev", key_scheme="legacy")
-    assert bool(out.getvalue()) is expected
 
 
 def test_no_chunk_content_agent_data_or_credentials_in_logs(

@@ -1,0 +1,94 @@
+"""The three parts of the package depend on each other in one direction only.
+
+runtime (handler, key rule, decision, transport, settings, AWS edge, metrics)
+    <- flag machinery (flag_file/)  <- operators (ops/)
+
+The Lambda runtime never imports the operators' side; the transport and the key rule never
+import the flag machinery. Read from the source (imports inside functions count too).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import ai_agent_handler
+
+PACKAGE = Path(ai_agent_handler.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ai_agent_handler module ``path`` imports, as an absolute name."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("ai_agent_handler")}
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+#: What each part must not import.
+FORBIDDEN = {
+    "runtime": ("ai_agent_handler.ops",),
+    "flag_file": ("ai_agent_handler.ops", "ai_agent_handler.ai_agent_handler"),
+    "transport": (
+        "ai_agent_handler.ops",
+        "ai_agent_handler.flag_file",
+        "ai_agent_handler.ai_agent_handler",
+    ),
+    "key rule": ("ai_agent_handler.",),  # pure: nothing of the package but its errors
+}
+
+
+def _part(module: str) -> str | None:
+    if module.startswith("ai_agent_handler.ops"):
+        return None  # the top: may import anything
+    if module.startswith("ai_agent_handler.flag_file"):
+        return "flag_file"
+    if module.startswith("ai_agent_handler.transport"):
+        return "transport"
+    if module == "ai_agent_handler.partition_key":
+        return "key rule"
+    return "runtime"
+
+
+def test_imports_are_read_relative_and_absolute() -> None:
+    # The reader the layer test relies on finds what these modules really import.
+    assert "ai_agent_handler.ops.edits" in _imports(PACKAGE / "ops" / "cli.py")
+    handler = _imports(PACKAGE / "ai_agent_handler.py")
+    assert {"ai_agent_handler.transport.invoke", "ai_agent_handler._aws"} <= handler
+    assert "ai_agent_handler.flag_file.default_provider" in handler  # inside a method
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: _module_name(p))
+def test_no_module_imports_a_part_above_it(path: Path) -> None:
+    part = _part(_module_name(path))
+    if part is None:
+        return
+    bad = sorted(
+        name
+        for name in _imports(path)
+        # the one error tree serves every part
+        if not name.startswith("ai_agent_handler.exceptions")
+        for forbidden in FORBIDDEN[part]
+        if name.startswith(forbidden)
+    )
+    assert bad == [], f"{_module_name(path)} ({part}) imports {bad}"
