@@ -1,0 +1,38 @@
+"""The README's module map is the package's tree: every module named, none that is gone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import ai_agent_handler
+from tests.support import REPO
+
+PACKAGE = Path(ai_agent_handler.__file__).resolve().parent
+
+
+def _mapped() -> set[str]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    folders: list[tuple[int, str]] = []
+    names: set[str] = set()
+    for line in block.splitlines():
+        match = re.match(r"( *)(\S+)", line)
+        if not match:
+            continue
+        indent, name = len(match.group(1)), match.group(2)
+        folders = [(i, f) for i, f in folders if i < indent]
+        if name.endswith("/"):
+            folders.append((indent, name.rstrip("/")))
+        elif name.endswith(".py") and folders and folders[0][1] == "ai_agent_handler":
+            names.add("/".join([f for _, f in folders[1:]] + [name]))
+    return names
+
+
+def test_the_module_map_matches_the_tree() -> None:
+    on_disk = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == PACKAGE
+    }
+    assert _mapped() == on_disk
