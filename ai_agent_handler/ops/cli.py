@@ -201,7 +201,7 @@ def _percent(text: str) -> int:
 # -- where files are ------------------------------------------------------------------------
 
 
-def shipped_flag_file(phase: str) -> Path:
+def _shipped_flag_file(phase: str) -> Path:
     """The phase file shipped with the package (the deploy-time truth)."""
     try:
         return default_provider.shipped_flag_file(phase)
@@ -214,8 +214,8 @@ def _sources(args: argparse.Namespace) -> list[tuple[str | None, str]]:
     if args.file:
         return [(None, str(args.file))]
     if args.phase:
-        return [(args.phase, str(shipped_flag_file(args.phase)))]
-    return [(phase, str(shipped_flag_file(phase))) for phase in PHASES]
+        return [(args.phase, str(_shipped_flag_file(args.phase)))]
+    return [(phase, str(_shipped_flag_file(phase))) for phase in PHASES]
 
 
 def _one_source(args: argparse.Namespace) -> tuple[str | None, str]:

@@ -1,4 +1,4 @@
-"""flag_sources: every way a flag file changes is noticed; every fault has a clear class."""
+"""flag_file.sources: every way a flag file changes is noticed; every fault has a clear class."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""flagfile: what a valid flag file is, and that the shipped phase files resolve as documented."""
+"""flag_file.document: what a valid flag file is; the shipped phase files resolve as documented."""
 
 from __future__ import annotations
 

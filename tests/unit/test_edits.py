@@ -1,4 +1,4 @@
-"""flag_edit: the flag's state in plain words and the pure transformations operators use."""
+"""ops.edits: the flag's state in plain words and the pure transformations operators use."""
 
 from __future__ import annotations
 
