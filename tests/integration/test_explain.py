@@ -24,7 +24,8 @@ def run(capsys: pytest.CaptureFixture[str]) -> Runner:
 
 
 @pytest.fixture
-def production(tmp_path: Path, run: Runner) -> Path:
+def production_rolled_out(tmp_path: Path, run: Runner) -> Path:
+    """The production file at 30 % with three endpoints allow-listed."""
     path = copy_phase_files(tmp_path / "flags")["production"]
     assert run("--file", str(path), "percent", str(PERCENT)).code == 0
     assert run("--file", str(path), "allow", *ALLOWED).code == 0
@@ -42,9 +43,9 @@ def explain(run: Runner, path: Path, endpoint: str, part_id: str | None) -> dict
 
 
 def test_explain_agrees_with_the_handler_for_200_endpoints(
-    run: Runner, production: Path, make_handler: Any, sent: LambdaCapture
+    run: Runner, production_rolled_out: Path, make_handler: Any, sent: LambdaCapture
 ) -> None:
-    api.set_provider_and_wait(FlagFileProvider(str(production)), domain=FLAG_DOMAIN)
+    api.set_provider_and_wait(FlagFileProvider(str(production_rolled_out)), domain=FLAG_DOMAIN)
     handler = make_handler(rollout_phase="production")
     for i, endpoint in enumerate(ENDPOINTS):
         part_id = None if i % 10 == 0 else f"tenant-{i}"
@@ -53,7 +54,7 @@ def test_explain_agrees_with_the_handler_for_200_endpoints(
         handler.run = {"run_uuid": f"run-{i}", "updated_by": "t", "thread": {"thread_uuid": "t"}}
         handler.invoke_async_funct("insert_update_run", status="in_progress")
         wire = sent[-1].payload
-        said = explain(run, production, endpoint, part_id)
+        said = explain(run, production_rolled_out, endpoint, part_id)
         assert (said["routing_key"], said["key_scheme"]) == (
             wire["endpoint_id"],
             wire["key_scheme"],
@@ -77,11 +78,13 @@ def test_explain_agrees_with_the_handler_for_200_endpoints(
     ],
 )
 def test_explain_text_names_key_and_rule(
-    run: Runner, production: Path, edit: list[str], endpoint: str, key: str, rule: str
+    run: Runner, production_rolled_out: Path, edit: list[str], endpoint: str, key: str, rule: str
 ) -> None:
     if edit:
-        assert run("--file", str(production), *edit).code == 0
-    result = run("--file", str(production), "explain", "--endpoint", endpoint, "--part-id", "acme")
+        assert run("--file", str(production_rolled_out), *edit).code == 0
+    result = run(
+        "--file", str(production_rolled_out), "explain", "--endpoint", endpoint, "--part-id", "acme"
+    )
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0].startswith(f"endpoint {endpoint}, part_id acme, phase production")
@@ -89,17 +92,19 @@ def test_explain_text_names_key_and_rule(
     assert rule in result.out
 
 
-def test_explain_of_a_disabled_flag_says_legacy(run: Runner, production: Path) -> None:
-    doc = json.loads(production.read_text())
+def test_explain_of_a_disabled_flag_says_legacy(run: Runner, production_rolled_out: Path) -> None:
+    doc = json.loads(production_rolled_out.read_text())
     doc["flags"]["composite-partition-key"]["state"] = "DISABLED"
-    production.write_text(json.dumps(doc))
-    said = explain(run, production, "aws-eu-007", "acme")
+    production_rolled_out.write_text(json.dumps(doc))
+    said = explain(run, production_rolled_out, "aws-eu-007", "acme")
     assert said["routing_key"] == "aws-eu-007"
     assert said["reason"] == "DISABLED"
     assert "DISABLED" in said["rule"]
 
 
-def test_explain_leaves_the_handlers_provider_alone(run: Runner, production: Path) -> None:
+def test_explain_leaves_the_handlers_provider_alone(
+    run: Runner, production_rolled_out: Path
+) -> None:
     before = api.get_client(FLAG_DOMAIN).provider
-    explain(run, production, "aws-eu-007", None)
+    explain(run, production_rolled_out, "aws-eu-007", None)
     assert api.get_client(FLAG_DOMAIN).provider is before

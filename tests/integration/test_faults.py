@@ -47,7 +47,7 @@ from tests.support.fault_server import PATIENT_TIMEOUT, READ_TIMEOUT, FaultServe
 
 ENDPOINT, PART = "aws-prod-us-east-1", "acme-corp"
 KEY = f"{ENDPOINT}#{PART}"
-RUN = {"run_uuid": "run-f", "updated_by": "tester", "thread": {"thread_uuid": "thread-f"}}
+FAULT_RUN = {"run_uuid": "run-f", "updated_by": "tester", "thread": {"thread_uuid": "thread-f"}}
 #: botocore standard mode: ``max_attempts`` counts retries, so 1 + 4 attempts at most.
 MAX_REQUESTS = 1 + int(RETRY_CONFIG.retries["max_attempts"])  # type: ignore[index]
 
@@ -291,7 +291,7 @@ def _call_for(case: Case, server: FaultServer, timeout: float) -> Callable[[], A
     else:
         handler = _handler(aws_lambda=server.lambda_client(read_timeout=timeout))
     handler.endpoint_id, handler.part_id = case.ids
-    handler.run = dict(RUN)
+    handler.run = dict(FAULT_RUN)
     return lambda: handler.invoke_async_funct("update_run", status="in_progress")
 
 
@@ -389,7 +389,7 @@ def _check_invalid_id(case: Case, server: FaultServer, metrics: EmfCapture) -> N
         # first exception, as any caller does that does not swallow it.
         handler.endpoint_id = endpoint
         handler.part_id = part
-        handler.run = dict(RUN)
+        handler.run = dict(FAULT_RUN)
         handler.connection_id = "conn-f"
         handler.invoke_async_funct("update_run")
     _names(caught.value, case.bad_field, bad)
@@ -552,7 +552,7 @@ def _check_stream_fault(case: Case, server: FaultServer, metrics: EmfCapture) ->
     if case.path == "stream-sqs":
         handler.task_queue = server.queue()
     handler.endpoint_id, handler.part_id = ENDPOINT, PART
-    handler.run = dict(RUN)
+    handler.run = dict(FAULT_RUN)
     handler.connection_id = "conn-f"
     error: StreamDeliveryError | None = None
     try:
