@@ -145,21 +145,47 @@ class StreamReport:
         return text
 
 
-@dataclass(slots=True)
 class StreamChunk:
-    """One chunk on its way: everything the delivery needs, pinned when it is handed over."""
+    """One chunk on its way: everything the delivery needs, pinned when it is handed over.
 
-    logger: logging.Logger
-    routing_key: str
-    params: dict[str, Any]
-    group: str
-    #: The SQS FIFO queue it goes through; None: a Lambda ``Event`` invoke with ``client``.
-    queue: Queue | None
-    client: LambdaClient | None
-    setting: Mapping[str, Any]
-    index: int
-    #: The handler's channel that counts it; set by :meth:`StreamChannel.send`.
-    channel: StreamChannel | None = None
+    ``queue`` is the SQS FIFO queue it goes through; None means a Lambda ``Event`` invoke
+    with ``client``. ``channel`` (the handler's account that counts it) is set by
+    :meth:`StreamChannel.send`.
+    """
+
+    # A plain slotted class: one is built per chunk, and a dataclass costs import time.
+    __slots__ = (
+        "channel",
+        "client",
+        "group",
+        "index",
+        "logger",
+        "params",
+        "queue",
+        "routing_key",
+        "setting",
+    )
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        routing_key: str,
+        params: dict[str, Any],
+        group: str,
+        queue: Queue | None,
+        client: LambdaClient | None,
+        setting: Mapping[str, Any],
+        index: int,
+    ) -> None:
+        self.logger = logger
+        self.routing_key = routing_key
+        self.params = params
+        self.group = group
+        self.queue = queue
+        self.client = client
+        self.setting = setting
+        self.index = index
+        self.channel: StreamChannel | None = None
 
 
 class _Lane:
