@@ -47,7 +47,7 @@ class AIAgentEventHandler:
 
     ``setting`` keys read here: ``region_name``, ``aws_access_key_id``,
     ``aws_secret_access_key`` (all three or none), ``lambda_task_function``, ``test_mode``,
-    ``functs_on_local``, ``accumulated_partial_text_buffer`` (default 10),
+    ``functs_on_local``, ``accumulated_partial_text_buffer`` (default 10, read per call),
     ``rollout_phase`` (else ``$ROLLOUT_PHASE``) and ``flag_source`` (else ``$FLAG_SOURCE``).
     Streaming (see :meth:`send_data_to_stream`): ``stream_dispatch`` (``"background"``, the
     default, or ``"sync"``), ``stream_workers`` (32), ``stream_queue_size`` (1000) and
@@ -85,7 +85,6 @@ class AIAgentEventHandler:
         self.uploaded_files: list[Any] = []
         self._decision: KeyDecision | None = None
         self._stream: StreamChannel | None = None  # background stream dispatch, on first use
-        self._text_buffer_size = int(setting.get("accumulated_partial_text_buffer", 10))
 
     # -- AWS clients (lazy, injectable) --------------------------------------------------
     @functools.cached_property
@@ -361,47 +360,58 @@ class AIAgentEventHandler:
         )
         return message
 
-    # -- streaming helpers ----------------------------------------------------------------
+    # -- streaming helpers (upstream's rules, exactly) -----------------------------------
     def process_text_content(
         self, index: int, buf: str, output_format: str, suffix: str = ""
     ) -> tuple[int, str]:
-        """Buffer streamed text; send it once it reaches the buffer size.
+        """Send buffered text once there is enough of it; return the next index and buffer.
 
-        A buffer holding ``<`` is XML: it waits for ``>`` (or more than 500 characters, then
-        goes whole as text) and is sent as text-before, tags, an unclosed ``<...`` remainder
-        and trailing text, one chunk each. Returns the next index and the remaining buffer.
+        A buffer holding ``<`` is XML, whatever its length: it waits for a ``>`` (or more
+        than 500 characters, then goes whole as one ``"text"`` chunk) and is then sent as
+        text-before, tags, an unclosed ``<...`` remainder and trailing text, one chunk each
+        (``"xml"`` for a piece with both ``<`` and ``>``). Other text goes whole, in
+        ``output_format``, once it has ``setting["accumulated_partial_text_buffer"]``
+        characters (default 10, read at every call). Each chunk takes the next index.
         """
-        if len(buf) < self._text_buffer_size:
+        if "<" in buf:
+            if ">" in buf:
+                for data_format, piece in split_xml(buf):
+                    self.send_data_to_stream(
+                        index=index, data_format=data_format, chunk_delta=piece, suffix=suffix
+                    )
+                    index += 1
+                return index, ""
+            if len(buf) > XML_FLUSH_LIMIT:
+                self.send_data_to_stream(
+                    index=index, data_format="text", chunk_delta=buf, suffix=suffix
+                )
+                return index + 1, ""
             return index, buf
-        if "<" not in buf:
+        if len(buf) >= int(self.setting.get("accumulated_partial_text_buffer", "10")):
             self.send_data_to_stream(
                 index=index, data_format=output_format, chunk_delta=buf, suffix=suffix
             )
             return index + 1, ""
-        if ">" not in buf:
-            if len(buf) <= XML_FLUSH_LIMIT:
-                return index, buf
-            self.send_data_to_stream(
-                index=index, data_format="text", chunk_delta=buf, suffix=suffix
-            )
-            return index + 1, ""
-        for data_format, piece in split_xml(buf):
-            self.send_data_to_stream(
-                index=index, data_format=data_format, chunk_delta=piece, suffix=suffix
-            )
-            index += 1
-        return index, ""
+        return index, buf
 
     def process_and_send_json(
         self, index: int, complete: str, partial: str, data_format: str
     ) -> tuple[int, str, str]:
-        """Send ``partial`` once ``complete + partial`` can be completed into valid JSON."""
-        if partial and try_complete_json(complete + partial):
-            self.send_data_to_stream(index=index, data_format=data_format, chunk_delta=partial)
+        """Send ``partial`` as one chunk once ``complete + partial`` can be completed into
+        JSON (:meth:`try_complete_json` is not empty, even for an empty ``partial``).
+
+        Returns the next index, ``complete`` with ``partial`` appended and an empty
+        ``partial``; or the inputs unchanged when nothing was sent.
+        """
+        if try_complete_json(complete + partial):
+            self.send_data_to_stream(
+                index=index, data_format=data_format, chunk_delta=partial, is_message_end=False
+            )
             return index + 1, complete + partial, ""
         return index, complete, partial
 
     @staticmethod
     def try_complete_json(s: str) -> str:
-        """``s`` if valid JSON, else ``s`` closed with the first suffix that parses, else ``""``."""
+        """``s`` if it is valid JSON, else the first of the endings ``}``, ``]``, ``}``,
+        ``}]``, ``}]}``, ``}}`` that makes it valid, else ``""``."""
         return try_complete_json(s)

@@ -6,7 +6,8 @@
     ├── PartitionKeyError (ValueError)  an endpoint_id / part_id that cannot form a safe key
     ├── FlagConfigError (ValueError)    a setting that cannot work: unknown phase, malformed
     │                                   flag source or s3:// URI, bad interval or dispatch mode
-    ├── InvocationError (RuntimeError)  a Lambda / SQS call failed for good (funct, routing key)
+    ├── InvocationError (RuntimeError)  a Lambda / SQS call failed for good (funct, routing key);
+    │                                   refused by AWS, it is also the botocore error's class
     ├── StreamDeliveryError             chunks of a streamed message failed or are late
     │   (RuntimeError)
     ├── FlagFileError (ValueError)      a flag document that cannot be used (problems listed)
@@ -20,8 +21,12 @@
 
 What a caller is expected to catch: :class:`PartitionKeyError` when assigning ids,
 :class:`InvocationError` from ``invoke_async_funct`` and synchronous streaming,
-:class:`StreamDeliveryError` at a message end. The flag-source errors never reach a handler:
-the provider keeps its last good flags and reports them as events and log lines.
+:class:`StreamDeliveryError` at a message end. A call AWS refused raises an
+:class:`InvocationError` that is *also* an instance of the botocore error it wraps
+(``ClientError``, a modeled ``client.exceptions.X``, ``ReadTimeoutError``, ...), so provider
+code written for upstream, ``except botocore.exceptions.ClientError``, still catches it.
+The flag-source errors never reach a handler: the provider keeps its last good flags and
+reports them as events and log lines.
 AWS errors (botocore's ``ClientError`` / ``BotoCoreError``) are translated at the edge that
 made the call, and kept as ``__cause__``.
 """
@@ -69,10 +74,53 @@ class InvocationError(AIAgentHandlerError, RuntimeError):
     ``__cause__`` (a ``ClientError`` keeps its ``.response``).
     """
 
+    funct: str
+    routing_key: str
+
     def __init__(self, message: str, *, funct: str, routing_key: str) -> None:
         super().__init__(message)
         self.funct = funct
         self.routing_key = routing_key
+
+    @classmethod
+    def wrapping(
+        cls, err: Exception, message: str, *, funct: str, routing_key: str
+    ) -> InvocationError:
+        """An error that is this class *and* ``type(err)``, carrying ``err``'s attributes.
+
+        ``except ClientError as e: e.response["Error"]["Code"]`` works on it as on ``err``;
+        ``message`` (which names the funct and routing key) is its text. Raise it ``from err``.
+        """
+        kind = _wrapping_class(type(err))
+        if kind is None:
+            return cls(message, funct=funct, routing_key=routing_key)
+        error: InvocationError = kind.__new__(kind)
+        error.__dict__.update(err.__dict__)
+        error.args = (message,)
+        error.funct = funct
+        error.routing_key = routing_key
+        return error
+
+
+_wrapping_classes: dict[type[Exception], type[InvocationError] | None] = {}
+
+
+def _wrapping_class(kind: type[Exception]) -> type[InvocationError] | None:
+    # One class per botocore error class, made on first use (modeled errors such as
+    # client.exceptions.ThrottlingException are themselves made at run time by botocore).
+    if kind not in _wrapping_classes:
+        try:
+            # The botocore class first: its instance layout (OSError for some timeouts)
+            # decides how instances are made.
+            made: type[InvocationError] | None = type(
+                f"InvocationError[{kind.__name__}]",
+                (kind, InvocationError),
+                {"__module__": __name__, "__doc__": InvocationError.__doc__},
+            )
+        except TypeError:  # a base whose instance layout cannot be combined: plain then
+            made = None
+        _wrapping_classes[kind] = made
+    return _wrapping_classes[kind]
 
 
 class StreamDeliveryError(AIAgentHandlerError, RuntimeError):

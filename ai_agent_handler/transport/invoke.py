@@ -72,11 +72,13 @@ class Utility:
         """Call ``funct`` for the routing key ``endpoint_id``.
 
         Returns None for ``Event`` invocations and SQS sends; for ``RequestResponse`` the
-        decoded result's ``data``. Raises :class:`InvocationError` when the function fails
-        and when AWS refuses the call after botocore's bounded retries (throttling, 5xx,
-        connection errors, timeouts); the message names the funct and the routing key, and
-        the original ``ClientError`` / ``BotoCoreError`` is its ``__cause__``. Nothing is
-        swallowed: each failure is logged, counted (EMF ``LambdaInvokeErrors``) and raised.
+        decoded result's ``data``. Raises :class:`~ai_agent_handler.InvocationError` when the
+        function fails and when AWS refuses the call after botocore's bounded retries
+        (throttling, 5xx, connection errors, timeouts); the message names the funct and the
+        routing key. A refused call's error is *also* of the botocore error's class (so
+        ``except ClientError`` / ``except BotoCoreError`` catch it as they did upstream, with
+        ``.response``), and that original error is its ``__cause__``. Nothing is swallowed:
+        each failure is logged, counted (EMF ``LambdaInvokeErrors``) and raised.
         """
         setting = setting or {}
         params = dict(params or {})
@@ -121,7 +123,9 @@ class Utility:
             message = f"{funct} for routing key {endpoint_id} failed: {detail}"
             logger.error(message)
             record_invoke_error(funct, endpoint_id, phase=metric_phase(setting), error_code=code)
-            raise InvocationError(message, funct=funct, routing_key=endpoint_id) from err
+            raise InvocationError.wrapping(
+                err, message, funct=funct, routing_key=endpoint_id
+            ) from err
         try:
             return _read_response(logger, funct, endpoint_id, invocation_type, response)
         except InvocationError:
@@ -167,7 +171,7 @@ class Utility:
             key, funct = messages[0][0], messages[0][1]
             message = f"{funct} batch of {len(messages)} for routing key {key} failed: {err}"
             logger.error(message)
-            raise InvocationError(message, funct=funct, routing_key=key) from err
+            raise InvocationError.wrapping(err, message, funct=funct, routing_key=key) from err
         answered = {str(item.get("Id")) for item in response.get("Successful") or []}
         failed: dict[int, str] = {}
         for item in response.get("Failed") or []:

@@ -357,8 +357,11 @@ def test_fault_table(
         assert error.__cause__ is None
     else:
         assert isinstance(error.__cause__, case.cause)
+        # Caught as upstream's callers caught it: the error is also of the botocore class.
+        assert isinstance(error, type(error.__cause__)) and isinstance(error, case.cause)
     if isinstance(error.__cause__, ClientError):
         assert error.__cause__.response["Error"]["Code"] == case.error_code
+        assert isinstance(error, ClientError) and error.response == error.__cause__.response
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [str(error)]
     assert emf.total("LambdaInvokeErrors", key_scheme="composite") == 1
     if "slow" not in case.script and "function-error" not in case.script:

@@ -1,4 +1,8 @@
-"""The streaming helpers on real chunk sequences, asserted on what reached Lambda."""
+"""The streaming helpers on real chunk sequences, asserted on what reached Lambda (moto).
+
+Upstream's rules, one test per rule; ``tests/unit/test_upstream_vectors.py`` replays the
+recorded cases.
+"""
 
 from __future__ import annotations
 
@@ -95,9 +99,48 @@ def test_json_is_sent_piece_by_piece_when_completable(
         )
     assert stream_chunks(sent) == [
         (0, "json", '{"answer": "42"'),
-        (1, "json", ', "steps": [1'),
-        (2, "json", ", 2]"),
-        (3, "json", "}"),
+        (1, "json", ', "steps": [1, 2]'),  # '...[1' needs "]}", which is not an ending
+        (2, "json", "}"),
     ]
     assert json.loads(complete) == {"answer": "42", "steps": [1, 2]}
-    assert (index, partial) == (4, "")
+    assert (index, partial) == (3, "")
+
+
+def test_a_short_buffer_with_a_whole_tag_goes_at_once(
+    make_handler: Any, sent: LambdaCapture
+) -> None:
+    # The "<" rule comes before the buffer size: "<b>x" is 4 characters, sent anyway.
+    index, buf = feed_text(make_handler(), ["<b>x"])
+    assert stream_chunks(sent) == [(0, "xml", "<b>"), (1, "text", "x")]
+    assert (index, buf) == (2, "")
+
+
+def test_a_tag_runs_to_the_first_closing_bracket(make_handler: Any, sent: LambdaCapture) -> None:
+    feed_text(make_handler(), ["a<b<c>d"])
+    assert stream_chunks(sent) == [(0, "text", "a"), (1, "xml", "<b<c>"), (2, "text", "d")]
+
+
+def test_the_buffer_size_is_read_at_every_call(make_handler: Any, sent: LambdaCapture) -> None:
+    handler = make_handler()
+    index, buf = handler.process_text_content(0, "abcd", "text")
+    assert (index, buf) == (0, "abcd") and not sent  # 4 < 10
+    handler.setting["accumulated_partial_text_buffer"] = "4"  # a string, as settings often are
+    index, buf = handler.process_text_content(index, buf, "text")
+    assert stream_chunks(sent) == [(0, "text", "abcd")] and (index, buf) == (1, "")
+
+
+def test_an_empty_partial_is_sent_when_the_whole_completes(
+    make_handler: Any, sent: LambdaCapture
+) -> None:
+    handler = make_handler()
+    assert handler.process_and_send_json(5, '{"a": 1', "", "json") == (6, '{"a": 1', "")
+    assert handler.process_and_send_json(6, "", "", "json") == (6, "", "")  # "" never parses
+    assert stream_chunks(sent) == [(5, "json", "")]
+
+
+def test_the_suffix_names_the_message_group(make_handler: Any, sent: LambdaCapture) -> None:
+    handler = make_handler()
+    handler.process_text_content(0, "reasoning text", "text", suffix="rs#1")
+    (request,) = sent
+    data = json.loads(request.payload["params"]["data"])
+    assert data["message_group_id"] == "conn-1-run-1-rs#1"

@@ -1,24 +1,28 @@
-"""The chunking rules behind the streaming helpers, as tables (pure functions)."""
+"""The chunking rules behind the streaming helpers, as tables (pure functions, upstream's)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from ai_agent_handler import AIAgentEventHandler
-from ai_agent_handler._chunking import closing_suffix, split_xml, try_complete_json
+from ai_agent_handler._chunking import split_xml, try_complete_json
 
 
 @pytest.mark.parametrize(
     ("s", "expected"),
     [
-        ('{"a": 1}', '{"a": 1}'),
-        ('{"a": 1', '{"a": 1}'),
-        ("[1, 2", "[1, 2]"),
-        ('{"a": {"b": 1', '{"a": {"b": 1}}'),
-        ('{"a": [1', '{"a": [1]}'),
-        ('{"a": [{"b": 1', '{"a": [{"b": 1}]}'),
-        ('[{"a": [{"b": [1', '[{"a": [{"b": [1]}]}]'),  # deeper than upstream's list
-        ('{"a": "x}', ""),  # inside a string: not completable
+        ('{"a": 1}', '{"a": 1}'),  # parses: the string itself
+        ("0", "0"),
+        ('{"a": 1', "}"),  # else the ending, not the completed string
+        ("[1, 2", "]"),
+        ('{"a": {"b": 1', "}}"),
+        ('[{"a": 1', "}]"),
+        ('{"a": [{"b": 1', "}]}"),
+        ('{"a": [1', ""),  # "]}" is not among the endings
+        ('[{"a": [{"b": [1', ""),  # deeper than the endings reach
+        ('{"a": "x}', ""),  # inside a string: nothing completes it
         ('{"a": ', ""),
         ("", ""),
         ("]", ""),
@@ -26,11 +30,9 @@ from ai_agent_handler._chunking import closing_suffix, split_xml, try_complete_j
 )
 def test_try_complete_json(s: str, expected: str) -> None:
     assert try_complete_json(s) == expected
-    assert make_static_call(s) == expected
-
-
-def make_static_call(s: str) -> str:
-    return AIAgentEventHandler.try_complete_json(s)
+    assert AIAgentEventHandler.try_complete_json(s) == expected
+    if expected and expected != s:
+        json.loads(s + expected)
 
 
 @pytest.mark.parametrize(
@@ -44,16 +46,13 @@ def make_static_call(s: str) -> str:
         ),
         ("x <a", [("text", "x "), ("text", "<a")]),
         ("<a><b", [("xml", "<a>"), ("text", "<b")]),
-        ("a < b <c>", [("text", "a < b "), ("xml", "<c>")]),
+        ("a < b <c>", [("text", "a "), ("xml", "< b <c>")]),  # a tag runs to the next ">"
+        ("a<b<c>d", [("text", "a"), ("xml", "<b<c>"), ("text", "d")]),
+        ("a>b<c>", [("text", "a>b"), ("xml", "<c>")]),  # a ">" before any "<" is text
+        ("<>", [("xml", "<>")]),
+        ("", []),
     ],
 )
 def test_split_xml(buf: str, pieces: list[tuple[str, str]]) -> None:
     assert split_xml(buf) == pieces
     assert "".join(piece for _, piece in pieces) == buf
-
-
-@pytest.mark.parametrize(
-    ("s", "suffix"), [("{", "}"), ("[{", "}]"), ('{"a":"[', None), ("}", None), ("[}", None)]
-)
-def test_closing_suffix(s: str, suffix: str | None) -> None:
-    assert closing_suffix(s) == suffix
