@@ -11,6 +11,8 @@ from .exceptions import (
     AIAgentHandlerError,
     FlagConfigError,
     InvocationError,
+    MCPError,
+    MCPToolError,
     PartitionKeyError,
     StreamDeliveryError,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "FlagFileProvider",
     "InvocationError",
     "KeyDecision",
+    "MCPError",
+    "MCPToolError",
     "PartitionKeyError",
     "StreamDeliveryError",
     "StreamReport",

@@ -19,6 +19,8 @@ from ._chunking import XML_FLUSH_LIMIT, split_xml, try_complete_json
 from .decision import KeyDecision, decide
 from .exceptions import FlagConfigError, StreamDeliveryError
 from .partition_key import compose, validate_id
+from .tools import Toolbox, ToolFunction
+from .tools.servers import not_found
 from .transport.invoke import Utility
 from .transport.stream import (
     DEFAULT_FLUSH_TIMEOUT,
@@ -85,6 +87,8 @@ class AIAgentEventHandler:
         self.uploaded_files: list[Any] = []
         self._decision: KeyDecision | None = None
         self._stream: StreamChannel | None = None  # background stream dispatch, on first use
+        #: The model's MCP tools (``agent["mcp_servers"]``); None when the agent has none.
+        self.toolbox: Toolbox | None = Toolbox(agent, logger) if "mcp_servers" in agent else None
 
     # -- AWS clients (lazy, injectable) --------------------------------------------------
     @functools.cached_property
@@ -286,6 +290,17 @@ class AIAgentEventHandler:
             report = channel.wait(self._stream_timeout())
             if not report.ok:
                 raise StreamDeliveryError(self._report_stream(report, "message end"), report)
+
+    # -- MCP tools ------------------------------------------------------------------------
+    def get_function(self, function_name: str) -> ToolFunction:
+        """The callable of the MCP tool ``function_name`` (see :meth:`.tools.Toolbox.get_function`).
+
+        Raises ``MCPToolNotFound`` (an ``MCPError``; message "Function <name> not found in MCP
+        tools") when no server of the agent offers the name, or the agent has no servers.
+        """
+        if self.toolbox is None:
+            raise not_found(function_name)
+        return self.toolbox.get_function(function_name)
 
     def flush(self, timeout: float | None = None) -> StreamReport:
         """Wait until every chunk this handler handed over is delivered; report on them.

@@ -16,10 +16,23 @@
     │   ├── SourceAccessDenied          permission denied, AccessDenied, bad credentials
     │   └── SourceUnavailable           throttling, timeouts, connection errors, 5xx
     ├── FlagEditError (ValueError)      an operator's edit cannot apply to the document
-    └── StoreError                      reading or writing an operator's flag file failed
-        └── ConflictError               someone else changed it meanwhile; nothing written
+    ├── StoreError                      reading or writing an operator's flag file failed
+    │   └── ConflictError               someone else changed it meanwhile; nothing written
+    └── MCPError                        an MCP server or tool failed (``server``, ``tool``)
+        ├── MCPToolError (RuntimeError) the tool ran and answered with an error result
+        ├── MCPToolNotFound             no server offers the name: "Function <name> not
+        │   (LookupError)               found in MCP tools"
+        ├── MCPConfigError (ValueError) an ``mcp_servers`` entry or tool set that cannot
+        │                               work: bad setting, unknown llm_name, a name twice
+        ├── MCPTimeoutError             connecting, listing or a call took too long; a
+        │   (TimeoutError)              timed-out call may still have run
+        ├── MCPConnectionError          the server cannot be reached, or the connection
+        │   (ConnectionError)           dropped during a call
+        └── MCPProtocolError            the server answered outside the protocol (HTTP
+                                        error status, JSON-RPC error)
 
 What a caller is expected to catch: :class:`PartitionKeyError` when assigning ids,
+:class:`MCPError` (or upstream's ``except Exception``) around a tool call,
 :class:`InvocationError` from ``invoke_async_funct`` and synchronous streaming,
 :class:`StreamDeliveryError` at a message end. A call AWS refused raises an
 :class:`InvocationError` that is *also* an instance of the botocore error it wraps
@@ -33,7 +46,7 @@ made the call, and kept as ``__cause__``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .transport.stream import StreamReport
@@ -46,6 +59,13 @@ __all__ = [
     "FlagFileError",
     "FlagSourceError",
     "InvocationError",
+    "MCPConfigError",
+    "MCPConnectionError",
+    "MCPError",
+    "MCPProtocolError",
+    "MCPTimeoutError",
+    "MCPToolError",
+    "MCPToolNotFound",
     "PartitionKeyError",
     "SourceAccessDenied",
     "SourceNotFound",
@@ -169,3 +189,56 @@ class StoreError(AIAgentHandlerError):
 
 class ConflictError(StoreError):
     """Someone else changed (or is changing) the file; nothing was written."""
+
+
+class MCPError(AIAgentHandlerError):
+    """An MCP server or one of its tools failed; ``server`` and ``tool`` name them when known."""
+
+    def __init__(self, message: str, *, server: str | None = None, tool: str | None = None):
+        super().__init__(message)
+        self.server = server
+        self.tool = tool
+
+
+class MCPToolError(MCPError, RuntimeError):
+    """The tool ran and answered with an error result (``isError``).
+
+    ``content`` is the result's content (a list of dicts, as a successful call returns it)
+    and ``structured_content`` its structured part, when the server sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        content: list[dict[str, Any]] | None = None,
+        structured_content: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, server=server, tool=tool)
+        self.content: list[dict[str, Any]] = content or []
+        self.structured_content = structured_content
+
+
+class MCPToolNotFound(MCPError, LookupError):
+    """No server of the agent offers the name (the message is upstream's)."""
+
+
+class MCPConfigError(MCPError, ValueError):
+    """An ``mcp_servers`` entry or tool set that cannot work; the message says what to change."""
+
+
+class MCPTimeoutError(MCPError, TimeoutError):
+    """Connecting, listing or calling took longer than the server's timeout.
+
+    A timed-out call is never sent again: it may have run on the server.
+    """
+
+
+class MCPConnectionError(MCPError, ConnectionError):
+    """The server could not be reached, or the connection dropped while a call was running."""
+
+
+class MCPProtocolError(MCPError):
+    """The server answered outside the protocol: an HTTP error status or a JSON-RPC error."""

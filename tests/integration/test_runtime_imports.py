@@ -1,4 +1,5 @@
-"""A handler's whole run loads the runtime and the flag machinery, never the operators' side."""
+"""A handler's whole run loads the runtime and the flag machinery, never the operators' side
+nor (for an agent without MCP servers) the MCP SDK."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ with mock.patch.object(Utility, "invoke_funct_on_aws_lambda", lambda *a, **k: ca
 print(json.dumps({
     "keys": [call[1] for call in calls],
     "modules": sorted(m for m in sys.modules if m.startswith("ai_agent_handler")),
+    "mcp_sdk_loaded": "mcp" in sys.modules,
 }))
 """
 
@@ -42,3 +44,6 @@ def test_a_run_never_imports_the_operators_side() -> None:
     modules = result["modules"]
     assert "ai_agent_handler.flag_file.provider" in modules  # the run really used the flags
     assert [m for m in modules if m.startswith("ai_agent_handler.ops")] == []
+    # An agent without MCP servers never loads the MCP SDK or the session machinery.
+    assert "ai_agent_handler.tools.session" not in modules
+    assert result["mcp_sdk_loaded"] is False

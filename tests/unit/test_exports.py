@@ -22,6 +22,8 @@ PUBLIC = {
     "FlagFileProvider",
     "InvocationError",
     "KeyDecision",
+    "MCPError",
+    "MCPToolError",
     "PartitionKeyError",
     "StreamDeliveryError",
     "StreamReport",

@@ -1,6 +1,6 @@
 """The three parts of the package depend on each other in one direction only.
 
-runtime (handler, key rule, decision, transport, settings, AWS edge, metrics)
+runtime (handler, key rule, decision, transport, tools, settings, AWS edge, metrics)
     <- flag machinery (flag_file/)  <- operators (ops/)
 
 The Lambda runtime never imports the operators' side; the transport and the key rule never
@@ -54,6 +54,13 @@ FORBIDDEN = {
         "ai_agent_handler.flag_file",
         "ai_agent_handler.ai_agent_handler",
     ),
+    "tools": (  # MCP tools know nothing of keys, flags or Lambda
+        "ai_agent_handler.ops",
+        "ai_agent_handler.flag_file",
+        "ai_agent_handler.transport",
+        "ai_agent_handler.ai_agent_handler",
+        "ai_agent_handler.decision",
+    ),
     "key rule": ("ai_agent_handler.",),  # pure: nothing of the package but its errors
 }
 
@@ -65,6 +72,8 @@ def _part(module: str) -> str | None:
         return "flag_file"
     if module.startswith("ai_agent_handler.transport"):
         return "transport"
+    if module.startswith("ai_agent_handler.tools"):
+        return "tools"
     if module == "ai_agent_handler.partition_key":
         return "key rule"
     return "runtime"
