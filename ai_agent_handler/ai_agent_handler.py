@@ -19,8 +19,6 @@ from ._chunking import XML_FLUSH_LIMIT, split_xml, try_complete_json
 from .decision import KeyDecision, decide
 from .exceptions import FlagConfigError, StreamDeliveryError
 from .partition_key import compose, validate_id
-from .tools import Toolbox, ToolFunction
-from .tools.servers import not_found
 from .transport.invoke import Utility
 from .transport.stream import (
     DEFAULT_FLUSH_TIMEOUT,
@@ -41,6 +39,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs.service_resource import Queue
 
+    from .tools import Toolbox, ToolFunction
+
 __all__ = ["AIAgentEventHandler"]
 
 
@@ -55,7 +55,9 @@ class AIAgentEventHandler:
     default, or ``"sync"``), ``stream_workers`` (32), ``stream_queue_size`` (1000) and
     ``stream_flush_timeout`` (60 s). The keyword-only ``aws_lambda`` / ``aws_s3`` inject
     boto3 clients (they are not settings); otherwise the clients are built on first use, so
-    creating a handler makes no network call.
+    creating a handler makes no AWS call. An agent with ``mcp_servers`` gets its tools in
+    ``agent["configuration"]["tools"]`` here (:mod:`ai_agent_handler.tools`): one listing per
+    server and process while the cached list is fresh, none with ``mcp_llm_native``.
     """
 
     def __init__(
@@ -88,7 +90,11 @@ class AIAgentEventHandler:
         self._decision: KeyDecision | None = None
         self._stream: StreamChannel | None = None  # background stream dispatch, on first use
         #: The model's MCP tools (``agent["mcp_servers"]``); None when the agent has none.
-        self.toolbox: Toolbox | None = Toolbox(agent, logger) if "mcp_servers" in agent else None
+        self.toolbox: Toolbox | None = None
+        if "mcp_servers" in agent:
+            from .tools import Toolbox  # loaded only for agents with tools
+
+            self.toolbox = Toolbox(agent, logger)
 
     # -- AWS clients (lazy, injectable) --------------------------------------------------
     @functools.cached_property
@@ -299,6 +305,8 @@ class AIAgentEventHandler:
         tools") when no server of the agent offers the name, or the agent has no servers.
         """
         if self.toolbox is None:
+            from .tools.servers import not_found
+
             raise not_found(function_name)
         return self.toolbox.get_function(function_name)
 

@@ -7,12 +7,15 @@ a session is entered and left in one task, as the SDK requires. Per :class:`Serv
 cached tool list:
 
 - The list is fetched at most once per ``tools_ttl``, however many handlers ask, and
-  dropped early when the server sends ``notifications/tools/list_changed``, when the
-  session is re-established, and when the server answers a call with "unknown tool".
+  dropped early when the server sends ``notifications/tools/list_changed``, when a session
+  that died is re-established, and when the server answers a call with "unknown tool".
 - A session that died (server restarted or unreachable) is re-established by the next
   request. A request the server cannot have run (connection refused, session unknown to a
   restarted server) is sent once more on the new session; one that may have run (a
-  timeout, a connection dropped while waiting for the answer) is not, and raises.
+  timeout, a connection dropped while waiting for the answer) is not, and raises. Listing
+  is read-only, so a list request is sent once more after any dropped connection.
+- A session nobody used for :data:`IDLE_SECONDS` is closed when another one opens, so a
+  process serving many tenants does not keep a session per tenant forever.
 
 After ``fork()`` the child starts its own loop and sessions on first use; the tool lists
 it inherited stay valid until they expire.
@@ -490,6 +493,14 @@ def _translate(exc: BaseException, server: ServerConfig, tool: str | None, what:
             tool=tool,
         )
     if isinstance(leaf, McpError):
+        if leaf.error.code == _SESSION_TERMINATED and what == "connecting":
+            # The 1.x client reports every 404 this way; before a session exists it means
+            # there is no MCP endpoint at the URL.
+            return MCPProtocolError(
+                f"{where} failed: HTTP 404, no MCP endpoint at this URL (check base_url)",
+                server=server.name,
+                tool=tool,
+            )
         if leaf.error.code == types.CONNECTION_CLOSED:
             return MCPConnectionError(
                 f"{where} failed: connection closed", server=server.name, tool=tool

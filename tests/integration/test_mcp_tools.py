@@ -25,6 +25,7 @@ from ai_agent_handler import AIAgentEventHandler, MCPError, MCPToolError
 from ai_agent_handler.exceptions import (
     MCPConfigError,
     MCPConnectionError,
+    MCPProtocolError,
     MCPTimeoutError,
     MCPToolNotFound,
 )
@@ -267,6 +268,13 @@ def test_a_server_that_is_down_fails_fast_and_setup_changes_nothing() -> None:
     assert agent == before
 
 
+def test_a_url_without_an_mcp_endpoint_says_so() -> None:
+    with McpServer() as server:
+        agent = agent_for(server.url.replace("/mcp", "/other"))
+        with pytest.raises(MCPProtocolError, match=r"HTTP 404, no MCP endpoint .*check base_url"):
+            handler(agent)
+
+
 def test_a_server_that_never_answers_times_out_within_the_connect_timeout() -> None:
     with socket.socket() as listener:  # accepts connections (the backlog) and never answers
         listener.bind(("127.0.0.1", 0))
@@ -290,6 +298,42 @@ def test_a_restarted_server_answers_the_next_call(server: McpServer) -> None:
     server.start()
     assert add(a=4, b=4)[0]["text"] == "8"
     assert [r.params["arguments"] for r in server.requests("tools/call")] == [{"a": 4, "b": 4}]
+
+
+def test_a_call_cut_off_by_a_server_stop_fails_and_is_never_sent_again(server: McpServer) -> None:
+    slow = handler(agent_for(server, call_timeout=1.5)).get_function("slow")
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            slow(seconds=3)
+        except MCPError as err:
+            outcome.append(err)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)
+    server.stop()  # the call was running on it
+    caller.join(10)
+    server.reset_counts()
+    server.start()
+    # JSON answers fail at once; an SSE answer whose stream broke is left waiting by the SDK
+    # until the call's timeout. Either way it may have run, so it is not sent again.
+    (err,) = outcome
+    assert isinstance(err, (MCPTimeoutError, MCPProtocolError, MCPConnectionError))
+    time.sleep(0.3)
+    assert server.count("tools/call") == 0
+
+
+def test_a_session_reopened_after_a_restart_fetches_the_list_again() -> None:
+    with McpServer() as server:
+        add = handler(agent_for(server)).get_function("add")
+        server.tools = only_add
+        server.restart()
+        assert add(a=1, b=1)[0]["text"] == "2"  # on a new session
+        fresh = agent_for(server)
+        handler(fresh)
+        assert [t["name"] for t in fresh["configuration"]["tools"]] == ["add"]
 
 
 def test_calls_in_flight_when_a_server_restarts_are_sent_once_more_on_one_new_session() -> None:
