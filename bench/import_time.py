@@ -10,6 +10,8 @@ import sys
 from .common import ROOT, Row, Section, Series
 
 TARGET_EXTRA_MS = 20.0
+#: Packages a handler's import must not bring (each is loaded only where it is used).
+HEAVY = ("moto", "grpc", "flask", "opentelemetry", "mcp", "httpx", "pydantic")
 
 _PROBE = """
 import json, sys, time
@@ -17,7 +19,7 @@ start = time.perf_counter()
 import {module}
 elapsed = time.perf_counter() - start
 loaded = {{m.split(".")[0] for m in sys.modules}}
-heavy = sorted(loaded & {{"moto", "grpc", "flask", "opentelemetry"}})
+heavy = sorted(loaded & {{{heavy}}})
 print(json.dumps({{"ms": elapsed * 1e3, "heavy": heavy}}))
 """
 
@@ -26,7 +28,11 @@ def _once(module: str) -> tuple[float, list[str]]:
     # Bytecode caches on, as in an installed package (pip compiles them at install time).
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(module=module)],
+        [
+            sys.executable,
+            "-c",
+            _PROBE.format(module=module, heavy=", ".join(repr(h) for h in HEAVY)),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -76,8 +82,9 @@ def run(smoke: bool) -> Section:
     )
     section.notes.append(
         "Heavy modules loaded by `import ai_agent_handler`: "
-        + (", ".join(sorted(heavy)) if heavy else "none (no moto, grpc, flask, opentelemetry)")
-        + ". The flagd file provider, moto and OpenTelemetry are imported only where used."
+        + (", ".join(sorted(heavy)) if heavy else f"none (no {', '.join(HEAVY)})")
+        + ". The flagd file provider, moto, OpenTelemetry and the MCP SDK are imported only"
+        " where used."
     )
     return section
 

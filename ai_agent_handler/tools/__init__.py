@@ -28,10 +28,9 @@ ToolFunction = Callable[..., "ToolResult"]
 
 
 def _listing(server: ServerConfig) -> _Listing:
-    from . import session  # the SDK, httpx and anyio load on the first request only
+    from . import session  # the SDK, httpx and anyio load on the first use only
 
-    listing = session.cached(server.key)
-    return listing if listing is not None else session.list_tools(server)
+    return session.list_tools(server)
 
 
 def _offered(server: ServerConfig, llm_name: str | None) -> tuple[str, list[tuple[str, str]]]:

@@ -125,11 +125,17 @@ def test_native_setup_sends_nothing_and_describes_each_server(server: McpServer)
             "require_approval": "never",
         }
     ]
-    assert (
-        agent["configuration"]["tools"][0]["headers"]
-        is not (agent["mcp_servers"][0]["setting"]["headers"])
-    )
+    given_headers = agent["mcp_servers"][0]["setting"]["headers"]
+    assert agent["configuration"]["tools"][0]["headers"] is not given_headers
     assert server.received == []
+
+
+def test_get_function_after_native_setup_lists_on_first_use(server: McpServer) -> None:
+    agent = agent_for(server)
+    agent["configuration"]["mcp_llm_native"] = True
+    h = handler(agent)
+    assert h.get_function("add")(a=2, b=2) == [{"type": "text", "text": "4"}]
+    assert server.count("tools/list") == 1
 
 
 def test_twenty_handlers_list_once_and_fifty_calls_initialize_once(server: McpServer) -> None:
@@ -266,6 +272,14 @@ def test_a_server_that_is_down_fails_fast_and_setup_changes_nothing() -> None:
         handler(agent)
     assert time.monotonic() - started < 5
     assert agent == before
+
+
+def test_a_slow_tool_list_times_out_within_the_list_timeout() -> None:
+    with McpServer(list_delay=3) as server:
+        started = time.monotonic()
+        with pytest.raises(MCPTimeoutError, match=r"listing tools took longer than 0\.3 s"):
+            handler(agent_for(server, list_timeout=0.3))
+        assert time.monotonic() - started < 2
 
 
 def test_a_url_without_an_mcp_endpoint_says_so() -> None:

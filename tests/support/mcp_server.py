@@ -3,8 +3,9 @@
 Each :class:`McpServer` runs uvicorn in its own thread on a free port and records every
 JSON-RPC message it receives (method and request headers), so a test can count the
 ``initialize`` and ``tools/list`` requests a client made; a session's end (HTTP DELETE) is
-recorded as the method ``"DELETE"``. ``restart()`` stops the server and
-starts a fresh one on the same port: its sessions are gone, as after a real restart.
+recorded as the method ``"DELETE"``. ``restart()`` stops the server and starts a fresh one
+on the same port: its sessions are gone, as after a real restart. ``list_delay`` slows its
+``tools/list`` answers.
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ class McpServer:
         json_response: bool = False,
         tools: Callable[[FastMCP], None] = build_tools,
         port: int | None = None,
+        list_delay: float = 0.0,
     ) -> None:
         self.stateless = stateless
+        self.list_delay = list_delay
         self.json_response = json_response
         self.tools = tools
         self.port = port or free_port()
@@ -115,9 +118,10 @@ class McpServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> McpServer:
-        mcp = FastMCP(
+        mcp = _SlowListing(
             "test-server", stateless_http=self.stateless, json_response=self.json_response
         )
+        mcp.list_delay = self.list_delay
         self.tools(mcp)
         app = _Recorder(mcp.streamable_http_app(), self)
         config = uvicorn.Config(
@@ -155,6 +159,16 @@ class McpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _SlowListing(FastMCP):  # type: ignore[type-arg]
+    """FastMCP whose ``tools/list`` answers after ``list_delay`` seconds."""
+
+    list_delay = 0.0
+
+    async def list_tools(self) -> Any:
+        await asyncio.sleep(self.list_delay)
+        return await super().list_tools()
 
 
 def _headers(scope: Scope) -> dict[str, str]:
