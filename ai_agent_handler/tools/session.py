@@ -336,12 +336,19 @@ class _Connection:
         ):
             invalidate(self.key)
 
-    def _abandon(self, live: _Live) -> None:
-        """The server no longer knows this session: new requests go to a new one."""
+    def _detach(self, live: _Live, *, dead: bool) -> None:
+        """New requests go to a new session, whose tool list is fetched again.
+
+        A dead session is closed now; one the server merely forgot (it restarted) is closed
+        once its other in-flight requests are answered.
+        """
         self.lost = True
         if self.live is live:
             self.live = None
-        live.retire()
+        if dead:
+            live.closing.set()
+        else:
+            live.retire()
 
     # -- requests ------------------------------------------------------------------------
     async def _request(
@@ -371,7 +378,7 @@ class _Connection:
                 ) from exc
             except McpError as exc:
                 if exc.error.code == _SESSION_TERMINATED and attempt == 1:
-                    self._abandon(live)  # a restarted server never ran it: send it again
+                    self._detach(live, dead=False)  # a restarted server never ran it: resend
                     continue
                 if exc.error.code != types.CONNECTION_CLOSED:
                     raise _translate(exc, server, tool, what) from exc
@@ -379,7 +386,9 @@ class _Connection:
                 raise _translate(exc, server, tool, what) from exc
             finally:
                 live.release(scope)
-            # The session died while the request was out.
+            # The session died while the request was out (its owner cancelled the request,
+            # or the SDK answered "connection closed"): never use it again.
+            self._detach(live, dead=True)
             with anyio.move_on_after(1):
                 await live.done.wait()
             failure = live.failure or MCPConnectionError("connection closed")
