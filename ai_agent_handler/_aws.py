@@ -26,6 +26,7 @@ __all__ = [
     "CONFLICT",
     "DENIED",
     "FLAG_READ_CONFIG",
+    "FLAG_READ_TIMEOUT",
     "NOT_FOUND",
     "NOT_MODIFIED",
     "RETRY_CONFIG",
@@ -47,8 +48,12 @@ RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_
 
 #: Reading a live flag file from S3 happens on the evaluation path: a stuck request would
 #: stall the run, so fail fast and keep the last good flags (the next check is near).
+#: Seconds one socket read of a flag file may wait (the whole fetch has its own deadline).
+FLAG_READ_TIMEOUT = 2.0
 FLAG_READ_CONFIG = Config(
-    connect_timeout=2, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"}
+    connect_timeout=2,
+    read_timeout=FLAG_READ_TIMEOUT,
+    retries={"max_attempts": 2, "mode": "standard"},
 )
 
 # S3 and botocore error codes, by what the caller should do about them.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,7 @@ class AIAgentEventHandler:
         self.final_output: dict[str, Any] = {}
         self.uploaded_files: list[Any] = []
         self._decision: KeyDecision | None = None
+        self._decision_lock = threading.Lock()  # a run's first decision is made once
         self._stream: StreamChannel | None = None  # background stream dispatch, on first use
         #: The model's MCP tools (``agent["mcp_servers"]``); None when the agent has none.
         self.toolbox: Toolbox | None = None
@@ -117,8 +119,9 @@ class AIAgentEventHandler:
     def endpoint_id(self, value: str | None) -> None:
         # Kept as given even when invalid: a caller that swallows the error below must not
         # send under a stale id, and every later call re-validates and refuses it again.
+        # The run's decision stays: it is used only while (run_uuid, endpoint_id, part_id)
+        # is the one it was made for, so assigning the same value again changes nothing.
         self._endpoint_id = value
-        self._decision = None
         validate_id("endpoint_id", value)
 
     @property
@@ -129,7 +132,6 @@ class AIAgentEventHandler:
     @part_id.setter
     def part_id(self, value: str | None) -> None:
         self._part_id = value  # kept as given, like endpoint_id
-        self._decision = None
         validate_id("part_id", value)
 
     @property
@@ -154,34 +156,60 @@ class AIAgentEventHandler:
 
     @run.setter
     def run(self, value: dict[str, Any] | None) -> None:
-        # getattr: a subclass may set run before calling this class's __init__.
-        if getattr(self, "_stream", None) is not None:
+        # getattr: a subclass may set run before calling this class's __init__. The same
+        # run assigned again (an updated dict, same run_uuid) is not a new run.
+        if getattr(self, "_stream", None) is not None and _run_uuid(value) != _run_uuid(
+            getattr(self, "_run", None)
+        ):
             self._settle_stream("a new run")
         self._run = value
-        self._decision = None
 
     # -- the per-run key decision ---------------------------------------------------------
     @property
     def key_decision(self) -> KeyDecision | None:
-        """The current run's key decision, once the run has sent something."""
-        return self._decision
+        """The current run's key decision, once the run has sent something.
+
+        None before that, and once ``run``, ``endpoint_id`` or ``part_id`` is given another
+        value (the next call decides again); assigning the same value keeps it.
+        """
+        decision = self._decision
+        run = self._run
+        if decision is None or run is None or not self._decided_for(decision, run):
+            return None
+        return decision
+
+    def _decided_for(self, decision: KeyDecision, run: Mapping[str, Any]) -> bool:
+        # The decision belongs to the run's identity, not to the attribute assignments.
+        return (
+            decision.run_uuid == run["run_uuid"]
+            and decision.endpoint_id == self._endpoint_id
+            and decision.part_id == (self._part_id or None)
+        )
 
     def _run_decision(self, run: Mapping[str, Any]) -> KeyDecision:
-        decision = self._decision
-        run_uuid = str(run["run_uuid"])
-        if decision is None or decision.run_uuid != run_uuid:
-            from .flag_file.default_provider import ensure_provider
+        # Under the lock: threads making a run's first calls together share one decision,
+        # so a flag flip between their evaluations cannot split the run across two keys.
+        with self._decision_lock:
+            decision = self._decision
+            run_uuid = str(run["run_uuid"])
+            if (
+                decision is None
+                or decision.run_uuid != run_uuid
+                or decision.endpoint_id != self._endpoint_id
+                or decision.part_id != (self._part_id or None)
+            ):
+                from .flag_file.default_provider import ensure_provider
 
-            ensure_provider(self.setting, self.logger)
-            decision = decide(
-                self._endpoint_id,
-                self._part_id,
-                run_uuid=run_uuid,
-                phase=self.phase,
-                logger=self.logger,
-            )
-            self._decision = decision
-        return decision
+                ensure_provider(self.setting, self.logger)
+                decision = decide(
+                    self._endpoint_id,
+                    self._part_id,
+                    run_uuid=run_uuid,
+                    phase=self.phase,
+                    logger=self.logger,
+                )
+                self._decision = decision
+            return decision
 
     # -- Lambda-facing methods ------------------------------------------------------------
     def invoke_async_funct(self, function_name: str, **params: Any) -> None:
@@ -199,7 +227,9 @@ class AIAgentEventHandler:
                 "updated_by": run["updated_by"],
             }
         )
-        decision = self._run_decision(run)
+        decision = self._decision
+        if decision is None or not self._decided_for(decision, run):
+            decision = self._run_decision(run)
         Utility.invoke_funct_on_aws_lambda(
             self.logger,
             decision.routing_key,
@@ -248,7 +278,7 @@ class AIAgentEventHandler:
         if connection_id is None or run is None:
             return
         decision = self._decision
-        if decision is None or decision.run_uuid != run["run_uuid"]:
+        if decision is None or not self._decided_for(decision, run):
             decision = self._run_decision(run)  # once per run (or a non-str run_uuid: cheap)
         if suffix:
             message_group_id = f"{connection_id}-{run['run_uuid']}-{suffix}"
@@ -365,6 +395,7 @@ class AIAgentEventHandler:
         report = self._stream.wait(self._stream_timeout())
         if not report.ok:
             self._report_stream(report, reason)
+        self._stream.forget_broken_groups()
 
     def _report_stream(self, report: StreamReport, reason: str) -> str:
         from .metrics import record_stream_chunks_failed
@@ -438,3 +469,7 @@ class AIAgentEventHandler:
         """``s`` if it is valid JSON, else the first of the endings ``}``, ``]``, ``}``,
         ``}]``, ``}]}``, ``}}`` that makes it valid, else ``""``."""
         return try_complete_json(s)
+
+
+def _run_uuid(run: Mapping[str, Any] | None) -> object:
+    return None if run is None else run.get("run_uuid")

@@ -9,12 +9,14 @@ setting                environment            meaning
 ``rollout_phase``      ``ROLLOUT_PHASE``      ``dev``, ``staging`` or ``production``
 ``flag_source``        ``FLAG_SOURCE``        path or ``s3://bucket/key`` of the live file
 ``flag_min_interval``  ``FLAG_MIN_INTERVAL``  seconds between two freshness checks
+``flag_refresh_wait``  ``FLAG_REFRESH_WAIT``  seconds a run waits for a due check (0.005)
 ``flag_bucket_owner``  ``FLAG_BUCKET_OWNER``  account id sent as ``ExpectedBucketOwner``
 =====================  =====================  ==============================================
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +28,7 @@ __all__ = [
     "PHASES",
     "flag_bucket_owner",
     "flag_min_interval",
+    "flag_refresh_wait",
     "flag_source",
     "metric_phase",
     "rollout_phase",
@@ -84,15 +87,28 @@ def flag_bucket_owner(setting: Mapping[str, Any]) -> str | None:
 def flag_min_interval(setting: Mapping[str, Any]) -> float | None:
     """``flag_min_interval`` (else ``$FLAG_MIN_INTERVAL``) in seconds; None: the default.
 
-    Raises :class:`~ai_agent_handler.FlagConfigError` unless it is a number >= 0.
+    Raises :class:`~ai_agent_handler.FlagConfigError` unless it is a finite number >= 0.
     """
-    raw = setting_or_env(setting, "flag_min_interval", "FLAG_MIN_INTERVAL")
+    return _seconds(setting, "flag_min_interval", "FLAG_MIN_INTERVAL")
+
+
+def flag_refresh_wait(setting: Mapping[str, Any]) -> float | None:
+    """``flag_refresh_wait`` (else ``$FLAG_REFRESH_WAIT``) in seconds; None: the default.
+
+    How long a run waits for a due flag-source check before deciding on the flags it
+    has. Raises :class:`~ai_agent_handler.FlagConfigError` unless it is a finite number >= 0.
+    """
+    return _seconds(setting, "flag_refresh_wait", "FLAG_REFRESH_WAIT")
+
+
+def _seconds(setting: Mapping[str, Any], key: str, env: str) -> float | None:
+    raw = setting_or_env(setting, key, env)
     if raw is None:
         return None
     try:
-        interval = float(raw)
+        seconds = float(raw)
     except ValueError:
-        interval = -1.0
-    if not interval >= 0:  # also refuses NaN
-        raise FlagConfigError(f"flag_min_interval {raw!r} must be a number of seconds >= 0")
-    return interval
+        seconds = -1.0
+    if not (seconds >= 0 and math.isfinite(seconds)):  # also refuses NaN and inf
+        raise FlagConfigError(f"{key} {raw!r} must be a finite number of seconds >= 0")
+    return seconds

@@ -9,7 +9,8 @@ first run is decided on real flags:
 * ``rollout_phase``: unset means ``production``, the most conservative file, and is logged.
 * ``flag_source``: the live flag file; unset means the phase file shipped in the package.
   With a live source the shipped file is the cold-start fallback.
-* ``flag_min_interval`` and ``flag_bucket_owner`` are passed to the provider.
+* ``flag_min_interval``, ``flag_refresh_wait`` and ``flag_bucket_owner`` are passed to the
+  provider.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from openfeature import api
 from .. import _aws, settings
 from ..decision import FLAG_DOMAIN
 from ..exceptions import FlagConfigError
-from .provider import FlagFileProvider
+from .provider import DEFAULT_REFRESH_WAIT, FlagFileProvider
 
 __all__ = ["ensure_provider", "shipped_flag_file"]
 
@@ -80,6 +81,7 @@ def _configure(setting: Mapping[str, Any], logger: logging.Logger) -> None:
         if s3_live and _aws.credentials(setting)
         else None,
         min_interval=settings.flag_min_interval(setting),
+        refresh_wait=_or_default(settings.flag_refresh_wait(setting), DEFAULT_REFRESH_WAIT),
         fallback_path=shipped if live else None,
         expected_bucket_owner=settings.flag_bucket_owner(setting),
         logger=logger,
@@ -102,6 +104,10 @@ def _configure(setting: Mapping[str, Any], logger: logging.Logger) -> None:
         provider.version,
         provider.loaded_from,
     )
+
+
+def _or_default(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def shipped_flag_file(phase: str) -> Path:

@@ -35,6 +35,9 @@ from ..exceptions import FlagFileError
 from ..settings import PHASES
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_REF_CHAIN",
+    "MAX_RULE_NODES",
     "SCHEMA",
     "fingerprint",
     "flag_set_version",
@@ -51,7 +54,19 @@ _STATES = ("ENABLED", "DISABLED")
 # flagd-core passes every property of a flag to its Flag dataclass; anything else is refused.
 _FLAG_PROPERTIES = {"state", "variants", "defaultVariant", "targeting", "metadata"}
 _IGNORED_FLAG_PROPERTIES = {"source", "selector"}
-_SAMPLE_ENDPOINTS = 64
+_SAMPLE_ENDPOINTS = 24
+
+#: Deepest nesting of JSON objects and arrays in a flag file, and in a targeting rule with
+#: its ``$ref`` s expanded. Real rules are a handful of levels deep.
+MAX_DEPTH = 64
+#: Most JSON objects and arrays one flag's targeting may have with its ``$ref`` s expanded:
+#: what flagd walks per evaluation. An allow-list is one array, however long.
+MAX_RULE_NODES = 2000
+#: Longest chain of ``$evaluators`` referring to one another.
+MAX_REF_CHAIN = 32
+# Strings sampled from a long array (an allow-list): every element takes the same branch.
+_LONG_ARRAY = 16
+_SAMPLE_PER_ARRAY = 8
 
 
 def parse(data: bytes | str, *, source: str = "<memory>", strict: bool = True) -> dict[str, Any]:
@@ -59,6 +74,12 @@ def parse(data: bytes | str, *, source: str = "<memory>", strict: bool = True) -
 
     ``strict`` applies :func:`validate` (this library's phase files); ``strict=False`` only
     :func:`flagd_problems` (any file flagd accepts). The message starts with ``source``.
+
+    Any exception a document can cause while being checked becomes a
+    :class:`FlagFileError` too, and checking is bounded: nesting deeper than
+    :data:`MAX_DEPTH`, a targeting rule larger than :data:`MAX_RULE_NODES` with its
+    ``$ref`` s expanded or a ``$ref`` chain longer than :data:`MAX_REF_CHAIN` is refused
+    before anything walks or evaluates it, and the time taken is linear in the file.
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
@@ -80,7 +101,14 @@ def parse(data: bytes | str, *, source: str = "<memory>", strict: bool = True) -
         ) from err
     except ValueError as err:  # raised by the hooks above
         raise FlagFileError(f"{source}: invalid JSON: {err}") from err
-    problems = validate(doc) if strict else flagd_problems(doc)
+    except RecursionError:  # the decoder's own guard, far past MAX_DEPTH
+        raise FlagFileError(f"{source}: nested deeper than {MAX_DEPTH} levels") from None
+    try:
+        problems = validate(doc) if strict else flagd_problems(doc)
+    except Exception as err:  # a document must never raise anything but FlagFileError
+        raise FlagFileError(
+            f"{source}: cannot be checked: {type(err).__name__}: {_clip(str(err))}"
+        ) from None
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise FlagFileError(f"{source}: {problems[0]}{more}", problems)
@@ -130,7 +158,18 @@ def flag_set_version(doc: Mapping[str, Any]) -> str | None:
 
 
 def flagd_problems(doc: object) -> list[str]:
-    """Every reason flagd would refuse ``doc``; empty when flagd loads it."""
+    """Every reason flagd would refuse ``doc``; empty when flagd loads it.
+
+    A document past this library's bounds (:data:`MAX_DEPTH`, :data:`MAX_RULE_NODES`,
+    :data:`MAX_REF_CHAIN`) is refused too, with only that problem.
+    """
+    bounds = _bounds_problems(doc)
+    if bounds:
+        return bounds
+    return _flagd_rules(doc)
+
+
+def _flagd_rules(doc: object) -> list[str]:
     if not isinstance(doc, dict):
         return [f"the document must be a JSON object, not {_json_type(doc)}"]
     problems: list[str] = []
@@ -210,7 +249,10 @@ def validate(doc: object) -> list[str]:
     variants ``composite`` (true) and ``legacy`` (false), whose ``defaultVariant`` and
     every targeting result are one of them.
     """
-    problems = flagd_problems(doc)
+    bounds = _bounds_problems(doc)
+    if bounds:
+        return bounds
+    problems = _flagd_rules(doc)
     if not isinstance(doc, dict):
         return problems
     metadata = doc.get("metadata")
@@ -229,14 +271,14 @@ def validate(doc: object) -> list[str]:
             problems += [
                 f"flags.{key}.targeting refers to $ref {_show(ref)} which is not in $evaluators"
                 for ref in _refs(flag.get("targeting"))
-                if ref not in names
+                if not isinstance(ref, str) or ref not in names
             ]
     if isinstance(evaluators, dict):
         problems += [
             f"$evaluators.{name} refers to $ref {_show(ref)} which is not in $evaluators"
             for name, rule in evaluators.items()
             for ref in _refs(rule)
-            if ref not in names
+            if not isinstance(ref, str) or ref not in names
         ]
     flag = flags.get(FLAG_KEY)
     if flag is None:
@@ -273,8 +315,11 @@ def _sampled_problems(doc: dict[str, Any]) -> list[str]:
     """
     core = FlagdCore()
     core.set_flags(copy.deepcopy(doc))
-    targeting = doc["flags"][FLAG_KEY].get("targeting")
-    listed = sorted({s for s in _strings(targeting) if s})
+    evaluators = doc.get("$evaluators")
+    rules = [doc["flags"][FLAG_KEY].get("targeting")]
+    if isinstance(evaluators, dict):
+        rules += evaluators.values()
+    listed = sorted({s for rule in rules for s in _sample_strings(rule) if s})
     endpoints = listed + [f"sample-endpoint-{i}" for i in range(_SAMPLE_ENDPOINTS)]
     for i, endpoint in enumerate(endpoints):
         attributes: dict[str, Any] = {"endpoint_id": endpoint, "phase": PHASES[i % len(PHASES)]}
@@ -336,24 +381,141 @@ def _resolve_refs(rule: object, evaluators: Mapping[str, Any], depth: int = 0) -
     if depth > 16:  # a cycle of $refs; flagd leaves it unresolved too
         return rule
     if isinstance(rule, dict):
-        if set(rule) == {"$ref"} and rule["$ref"] in evaluators:
-            return _resolve_refs(evaluators[rule["$ref"]], evaluators, depth + 1)
+        ref = rule.get("$ref") if len(rule) == 1 else None
+        if isinstance(ref, str) and ref in evaluators:
+            return _resolve_refs(evaluators[ref], evaluators, depth + 1)
         return {k: _resolve_refs(v, evaluators, depth) for k, v in rule.items()}
     if isinstance(rule, list):
         return [_resolve_refs(v, evaluators, depth) for v in rule]
     return rule
 
 
-def _strings(rule: object) -> Iterator[str]:
-    if isinstance(rule, str):
-        yield rule
-    elif isinstance(rule, dict):
-        for op, value in rule.items():
-            if op != "var":  # a context attribute's name, not a value
-                yield from _strings(value)
-    elif isinstance(rule, list):
-        for value in rule:
-            yield from _strings(value)
+def _sample_strings(rule: object) -> Iterator[str]:
+    """The strings of a rule worth evaluating as endpoint ids.
+
+    Every string compared on its own (it may pick a branch), and from a long array -- an
+    allow-list, whose elements all take the same branch -- an even spread including its
+    first and last element, so the sample is bounded whatever the list's length.
+    """
+    stack = [rule]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            # A "var" names a context attribute: not a value.
+            stack.extend(v for op, v in value.items() if op != "var")
+        elif isinstance(value, list):
+            if len(value) > _LONG_ARRAY:
+                last = len(value) - 1
+                picks = {
+                    round(i * last / (_SAMPLE_PER_ARRAY - 1)) for i in range(_SAMPLE_PER_ARRAY)
+                }
+                yield from (value[i] for i in sorted(picks) if isinstance(value[i], str))
+                stack.extend(v for v in value if not isinstance(v, str))
+            else:
+                stack.extend(value)
+
+
+# -- bounds ------------------------------------------------------------------------------
+
+
+class _ChainTooLong(Exception):
+    pass
+
+
+def _bounds_problems(doc: object) -> list[str]:
+    """The first bound ``doc`` breaks, checked without recursion; empty when within them."""
+    where = _too_deep(doc)
+    if where is not None:
+        return [f"nested deeper than {MAX_DEPTH} levels (at {where})"]
+    if not isinstance(doc, dict) or not isinstance(doc.get("flags"), dict):
+        return []
+    evaluators = doc.get("$evaluators")
+    cost = _RuleCost(evaluators if isinstance(evaluators, dict) else {})
+    for key, flag in doc["flags"].items():
+        if not isinstance(flag, dict) or "targeting" not in flag:
+            continue
+        where = f"flags.{_clip(str(key), 60)}.targeting"
+        try:
+            nodes, depth = cost.of(flag["targeting"], ())
+        except _ChainTooLong as err:
+            return [f"{where}: $ref chain longer than {MAX_REF_CHAIN} evaluators ({err})"]
+        if nodes > MAX_RULE_NODES:
+            return [
+                f"{where} has {nodes} objects and arrays with its $refs expanded "
+                f"(limit {MAX_RULE_NODES}); simplify the rule or its $evaluators"
+            ]
+        if depth > MAX_DEPTH:
+            return [
+                f"{where} is nested {depth} levels deep with its $refs expanded (limit {MAX_DEPTH})"
+            ]
+    return []
+
+
+def _too_deep(doc: object) -> str | None:
+    """Where the nesting passes :data:`MAX_DEPTH` (a JSON path), or None."""
+    stack: list[tuple[object, int, str]] = [(doc, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            return _clip(path, 80) or "the top level"
+        if isinstance(value, dict):
+            stack.extend(
+                (v, depth + 1, f"{path}.{k}" if path else str(k))
+                for k, v in value.items()
+                if isinstance(v, (dict, list))
+            )
+        elif isinstance(value, list):
+            stack.extend(
+                (v, depth + 1, f"{path}[{i}]")
+                for i, v in enumerate(value)
+                if isinstance(v, (dict, list))
+            )
+    return None
+
+
+class _RuleCost:
+    """Objects and arrays, and depth, of a rule with its ``$ref`` s expanded, in linear time.
+
+    Each evaluator is measured once (memoised), so a chain that doubles at every level is
+    measured, not expanded. A cycle counts as the unresolved ``$ref`` flagd leaves in place.
+    """
+
+    def __init__(self, evaluators: dict[str, Any]) -> None:
+        self.evaluators = evaluators
+        self.memo: dict[str, tuple[int, int]] = {}
+
+    def of(self, rule: object, chain: tuple[str, ...]) -> tuple[int, int]:
+        nodes = depth = 0
+        stack: list[tuple[object, int]] = [(rule, 1)]
+        while stack:
+            value, level = stack.pop()
+            if isinstance(value, dict):
+                ref = value.get("$ref") if len(value) == 1 else None
+                if isinstance(ref, str) and ref in self.evaluators and ref not in chain:
+                    ref_nodes, ref_depth = self._evaluator(ref, chain)
+                    nodes += ref_nodes
+                    depth = max(depth, level - 1 + ref_depth)
+                    continue
+                nodes += 1
+                depth = max(depth, level)
+                stack.extend((v, level + 1) for v in value.values() if isinstance(v, (dict, list)))
+            elif isinstance(value, list):
+                nodes += 1
+                depth = max(depth, level)
+                stack.extend((v, level + 1) for v in value if isinstance(v, (dict, list)))
+        return nodes, depth
+
+    def _evaluator(self, name: str, chain: tuple[str, ...]) -> tuple[int, int]:
+        known = self.memo.get(name)
+        if known is not None:
+            return known
+        if len(chain) >= MAX_REF_CHAIN:
+            raise _ChainTooLong(" -> ".join(_clip(n, 20) for n in (*chain[:3], "...", name)))
+        result = self.of(self.evaluators[name], (*chain, name))
+        self.memo[name] = result
+        return result
 
 
 # -- small helpers -----------------------------------------------------------------------
@@ -378,6 +540,11 @@ def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value: object) -> str:

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.provider import AbstractProvider, Metadata
 
-from ..exceptions import FlagFileError, FlagSourceError
+from ..exceptions import FlagFileError, SourceUnavailable
 from .document import fingerprint, flag_set_version, parse
 from .sources import FlagSource, open_source
 
@@ -49,12 +50,21 @@ __all__ = ["FlagFileProvider"]
 _Event = tuple[ProviderEvent, ProviderEventDetails]
 
 
+#: Seconds a run waits for a due freshness check before deciding on the flags it has.
+DEFAULT_REFRESH_WAIT = 0.005
+
+
 class FlagFileProvider(AbstractProvider):
     """OpenFeature provider for a flagd-format flag file at a path or ``s3://bucket/key``.
 
     ``source``: a filesystem path, an ``s3://`` URI or a :class:`~.sources.FlagSource`.
     ``s3_client``: boto3 S3 client for an ``s3://`` source (built lazily when omitted).
     ``min_interval``: seconds between freshness checks (default per source kind).
+    ``refresh_wait``: seconds an evaluation waits for a check it started (default 5 ms);
+    a check that takes longer goes on in the background and the evaluation uses the
+    flags it has. ``timeout``: seconds one check may take before it counts as a fault
+    (default per source kind: local 2 s, S3 5 s); also how long :meth:`initialize` waits
+    for the live source before serving ``fallback_path``.
     ``fallback_path``: file loaded when the source cannot be read at start.
     ``strict``: check files with this library's phase-file rules
     (:func:`~.document.validate`); ``False`` accepts any file flagd accepts.
@@ -66,6 +76,8 @@ class FlagFileProvider(AbstractProvider):
         *,
         s3_client: S3Client | None = None,
         min_interval: float | None = None,
+        refresh_wait: float = DEFAULT_REFRESH_WAIT,
+        timeout: float | None = None,
         fallback_path: str | os.PathLike[str] | None = None,
         expected_bucket_owner: str | None = None,
         strict: bool = True,
@@ -78,16 +90,26 @@ class FlagFileProvider(AbstractProvider):
             min_interval=min_interval,
             expected_bucket_owner=expected_bucket_owner,
         )
+        self._refresh_wait = refresh_wait
+        self._timeout = timeout if timeout is not None else getattr(self._source, "timeout", 5.0)
         self._fallback = Path(fallback_path) if fallback_path is not None else None
         self._strict = strict
         self._logger = logger or logging.getLogger(__name__)
         self._core = FlagdCore()
-        self._lock = threading.Lock()  # one freshness check at a time
-        self._next_check = 0.0  # time.monotonic() of the next freshness check
+        self._init_state()
         self._loaded: str | None = None  # fingerprint of the flags in self._core
         self._loaded_from: str | None = None
         self._version: str | None = None
         self._fault: str | None = None
+        _live.add(self)
+        _install_fork_hook()
+
+    def _init_state(self) -> None:
+        # Also the state a forked child starts with: the parent's lock may have been held,
+        # and its check thread does not exist in the child.
+        self._lock = threading.Lock()  # guards the state below and the flags' swap
+        self._next_check = 0.0  # time.monotonic() of the next freshness check
+        self._job: _Check | None = None  # the check running in the background, if any
 
     # -- what operators and tests can look at --------------------------------------------
     @property
@@ -121,23 +143,32 @@ class FlagFileProvider(AbstractProvider):
         return Metadata(name="FlagFileProvider")
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Load the live source, or the fallback file when the source cannot be read."""
+        """Load the live source, or the fallback file when the source cannot be read.
+
+        Waits at most ``timeout`` for the live source; one that answers later still
+        replaces the fallback when its answer is good.
+        """
         with self._lock:
-            events: list[_Event] = []
-            try:
-                self._check(events, raise_fault=True)
-            except (FlagSourceError, FlagFileError) as err:
-                self._cold_start_fallback(err)
-                # Set after the fallback is applied: serving it does not clear the fault.
-                self._fault = str(err)
-            finally:
-                self._next_check = time.monotonic() + self._source.min_interval
+            job = self._start_check(cold=True)
+            self._next_check = time.monotonic() + self._source.min_interval
+        job.done.wait(self._timeout)
+        with self._lock:
+            if self._loaded is not None:
+                return  # the live source answered (a late answer may come after a fallback)
+            err = job.error or SourceUnavailable(
+                f"{self._source.name}: no answer within {self._timeout:g} s"
+            )
+            self._cold_start_fallback(err)
+            # Set after the fallback is applied: serving it does not clear the fault.
+            self._fault = _one_line(err)
 
     def _cold_start_fallback(self, err: Exception) -> None:
         if self._fallback is None:
-            self._fault = str(err)
-            self._logger.error("flag source %s unreadable at start: %s", self._source.name, err)
-            raise ProviderNotReadyError(str(err)) from err
+            self._fault = _one_line(err)
+            self._logger.error(
+                "flag source %s unreadable at start: %s", self._source.name, self._fault
+            )
+            raise ProviderNotReadyError(self._fault) from None
         try:
             doc = parse(
                 self._fallback.read_bytes(), source=str(self._fallback), strict=self._strict
@@ -146,18 +177,18 @@ class FlagFileProvider(AbstractProvider):
             self._logger.error(
                 "flag source %s unreadable at start (%s) and fallback %s unusable: %s",
                 self._source.name,
-                err,
+                _one_line(err),
                 self._fallback,
                 fallback_err,
             )
-            self._fault = str(err)
-            raise ProviderNotReadyError(f"{err}; fallback: {fallback_err}") from err
+            self._fault = _one_line(err)
+            raise ProviderNotReadyError(f"{self._fault}; fallback: {fallback_err}") from None
         self._apply(doc, str(self._fallback), [])
         self._logger.error(
             "flag source %s unreadable at start: %s; serving the shipped file %s (version %s) "
             "and retrying the source",
             self._source.name,
-            err,
+            _one_line(err),
             self._fallback,
             self._version,
         )
@@ -172,36 +203,76 @@ class FlagFileProvider(AbstractProvider):
         return self._core
 
     def _refresh(self) -> None:
-        # A thread that finds another one checking evaluates with the current flags
-        # rather than queueing behind a slow S3 call.
+        """A due freshness check, from an evaluation: it never waits on the source for
+        more than ``refresh_wait``.
+
+        A source with a cheap ``changed()`` (a local file: one ``stat``) is asked here; the
+        fetch, parse and validation run on a check thread the evaluation waits for at most
+        ``refresh_wait``, then it goes on with the flags it has (stale while revalidate).
+        While a check runs no other starts; one still running after ``timeout`` is a fault.
+        """
+        # A thread that finds another one checking evaluates with the current flags.
         if not self._lock.acquire(blocking=False):
             return
         events: list[_Event] = []
+        job: _Check | None = None
         try:
-            if time.monotonic() >= self._next_check:
+            now = time.monotonic()
+            if now < self._next_check:
+                return
+            self._next_check = now + self._source.min_interval
+            running = self._job
+            if running is not None and not running.done.is_set():
+                if now - running.started > self._timeout:
+                    message = f"{self._source.name}: no answer within {self._timeout:g} s"
+                    self._report_fault(SourceUnavailable(message), events)
+                return
+            changed = getattr(self._source, "changed", None)
+            if changed is not None:
                 try:
-                    self._check(events)
-                except Exception as err:  # a source that breaks its contract: still a fault
+                    if not changed():
+                        return
+                except Exception as err:  # FlagSourceError, or a source breaking its contract
                     self._report_fault(err, events)
-                self._next_check = time.monotonic() + self._source.min_interval
+                    return
+            job = self._start_check(cold=False)
         finally:
             self._lock.release()
-        for event, details in events:  # outside the lock: handlers may evaluate flags
-            self.emit(event, details)
+            for event, details in events:  # outside the lock: handlers may evaluate flags
+                self.emit(event, details)
+        job.done.wait(self._refresh_wait)
 
-    def _check(self, events: list[_Event], *, raise_fault: bool = False) -> None:
-        """Fetch the source; load a new valid version or record the fault."""
+    def _start_check(self, *, cold: bool) -> _Check:
+        # Under the lock. A daemon thread per check: checks are rare (a change, a rehash,
+        # an S3 interval), and no thread outlives its check.
+        job = self._job = _Check(time.monotonic())
+        thread = threading.Thread(
+            target=self._run_check, args=(job, cold), name="ai-agent-flag-check", daemon=True
+        )
+        thread.start()
+        return job
+
+    def _run_check(self, job: _Check, cold: bool) -> None:
+        """Fetch and parse off the evaluation path; swap the flags in under the lock."""
+        events: list[_Event] = []
         try:
             data = self._source.fetch()
-            if data is None:
-                return
-            doc = parse(data, source=self._source.name, strict=self._strict)
-        except (FlagSourceError, FlagFileError) as err:
-            if raise_fault:
-                raise
-            self._report_fault(err, events)
-            return
-        self._apply(doc, self._source.name, events)
+            doc = (
+                None if data is None else parse(data, source=self._source.name, strict=self._strict)
+            )
+        except Exception as err:  # every fault of a source or a document: last good flags
+            job.error = err
+            if not (cold and self._loaded is None):  # a cold start reports it in initialize
+                with self._lock:
+                    self._report_fault(err, events)
+        else:
+            if doc is not None:
+                with self._lock:
+                    self._apply(doc, self._source.name, events)
+        finally:
+            job.done.set()
+        for event, details in events:
+            self.emit(event, details)
 
     def _apply(self, doc: dict[str, Any], origin: str, events: list[_Event]) -> None:
         digest = fingerprint(doc)
@@ -242,7 +313,7 @@ class FlagFileProvider(AbstractProvider):
             )
 
     def _report_fault(self, err: Exception, events: list[_Event]) -> None:
-        message = str(err)
+        message = _one_line(err)
         if message == self._fault:
             return  # once per distinct fault
         self._fault = message
@@ -318,3 +389,38 @@ def _event_metadata(origin: str | None, version: str | None) -> dict[str, bool |
     if version is not None:
         metadata["version"] = version
     return metadata
+
+
+class _Check:
+    """One freshness check running on its own thread."""
+
+    __slots__ = ("done", "error", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = threading.Event()
+        self.error: Exception | None = None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+# -- process life --------------------------------------------------------------------------
+_live: weakref.WeakSet[FlagFileProvider] = weakref.WeakSet()
+_fork_hook = False
+
+
+def _install_fork_hook() -> None:
+    global _fork_hook
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook = True
+
+
+def _after_fork_in_child() -> None:
+    # A fork taken while another thread held a provider's lock (in a check) would leave
+    # the child's lock held forever and its flags frozen: start each provider afresh.
+    for provider in list(_live):
+        provider._init_state()

@@ -2,26 +2,32 @@
 
 A source answers one question, :meth:`FlagSource.fetch`: the file's bytes when they may
 have changed since the last fetch, or ``None`` when they certainly did not. Faults raise a
-:class:`FlagSourceError` subclass. How often to ask (:attr:`FlagSource.min_interval`) and
-what to do with the bytes is the provider's business.
+:class:`FlagSourceError` subclass. How often to ask (:attr:`FlagSource.min_interval`), how
+long an answer may take (:attr:`FlagSource.timeout`) and what to do with the bytes is the
+provider's business. A source may also offer ``changed()``, a check cheap enough for a
+run's thread: ``False`` when :meth:`~FlagSource.fetch` would certainly return ``None``.
 
 * :class:`LocalFileSource` notices *any* change, not only a newer mtime: it compares
   ``(st_mtime_ns, st_size, st_ino, st_ctime_ns)`` -- an atomic rename changes the inode, a
   ``cp -p`` or ``os.utime`` that moves the mtime backwards still changes the ctime -- and,
   every ``rehash_interval`` seconds, re-reads the file and compares a content hash in case
-  a filesystem with coarse timestamps hides a same-size rewrite.
+  a filesystem with coarse timestamps hides a same-size rewrite. Only a regular file is
+  read: a FIFO or a device put in the file's place is a fault, never a blocking open.
 * :class:`S3Source` makes a conditional ``GetObject`` with ``IfNoneMatch=<last ETag>``: an
-  unchanged object costs one request with no body (S3 answers 304).
+  unchanged object costs one request with no body (S3 answers 304). The whole fetch,
+  body included, ends by its ``timeout``: a server that drips the body is cut off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
 
 from .. import _aws
 from ..exceptions import FlagSourceError, SourceAccessDenied, SourceNotFound, SourceUnavailable
@@ -31,17 +37,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCAL_MIN_INTERVAL",
+    "LOCAL_TIMEOUT",
     "S3_MIN_INTERVAL",
+    "S3_TIMEOUT",
     "FlagSource",
     "LocalFileSource",
     "S3Source",
     "open_source",
 ]
 
-#: Default seconds between two freshness checks of a local file.
-LOCAL_MIN_INTERVAL = 0.1
+#: Default seconds between two freshness checks of a local file: every evaluation makes
+#: one ``stat`` (about 2 us), so the first run that starts after a write sees it.
+LOCAL_MIN_INTERVAL = 0.0
 #: Default seconds between two conditional GETs of an S3 object.
 S3_MIN_INTERVAL = 5.0
+#: Default seconds one fetch may take before it counts as a fault.
+LOCAL_TIMEOUT = 2.0
+S3_TIMEOUT = 5.0
+_READ_SIZE = 1 << 16
 
 
 class FlagSource(Protocol):
@@ -51,6 +64,8 @@ class FlagSource(Protocol):
     name: str
     #: Seconds between two freshness checks the provider should respect.
     min_interval: float
+    #: Seconds one fetch may take; a fetch still running after that is a fault.
+    timeout: float
 
     def fetch(self) -> bytes | None:
         """The content when it may have changed since the last call, else ``None``.
@@ -70,35 +85,94 @@ class LocalFileSource:
         *,
         min_interval: float = LOCAL_MIN_INTERVAL,
         rehash_interval: float = 1.0,
+        timeout: float = LOCAL_TIMEOUT,
     ) -> None:
         self.path = os.fspath(path)
         self.name = self.path
         self.min_interval = min_interval
         self.rehash_interval = rehash_interval
+        self.timeout = timeout
         self._signature: tuple[int, int, int, int] | None = None
         self._digest: bytes | None = None
         self._rehash_at = 0.0
+
+    def changed(self) -> bool:
+        """False when :meth:`fetch` would return None: one ``stat``, no open, no read.
+
+        Raises :class:`FlagSourceError` when the path is missing, unreadable or not a
+        regular file.
+        """
+        try:
+            st = os.stat(self.path)
+        except OSError as err:
+            self._signature = self._digest = None
+            raise _local_error(self.path, err) from err
+        if not stat.S_ISREG(st.st_mode):
+            self._signature = self._digest = None
+            raise _not_regular(self.path, st.st_mode)
+        return signature(st) != self._signature or time.monotonic() >= self._rehash_at
 
     def fetch(self) -> bytes | None:
         """See :meth:`FlagSource.fetch`."""
         try:
             st = os.stat(self.path)
-            signature = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(self.path, st.st_mode)
             now = time.monotonic()
-            if signature == self._signature and now < self._rehash_at:
+            if signature(st) == self._signature and now < self._rehash_at:
                 return None
-            with open(self.path, "rb") as fh:
-                data = fh.read()
+            data, st = _read_regular(self.path)
         except OSError as err:
             # After a fault the next successful read must be reported, even if the file
             # comes back byte for byte: the provider needs it to leave its fault state.
             self._signature = self._digest = None
             raise _local_error(self.path, err) from err
+        except FlagSourceError:
+            self._signature = self._digest = None
+            raise
         digest = hashlib.sha256(data).digest()
         unchanged = digest == self._digest
-        self._signature, self._digest = signature, digest
+        self._signature, self._digest = signature(st), digest
         self._rehash_at = now + self.rehash_interval
         return None if unchanged else data
+
+
+def signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies a version of a local file: mtime, size, inode and ctime.
+
+    The inode changes with an atomic rename, the ctime with any write or ``utime``, even
+    one that moves the mtime backwards (a ``cp -p`` rollback).
+    """
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
+    # O_NONBLOCK: a FIFO swapped in after the stat above must not block the open; the
+    # fstat of the opened file is what the signature describes.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(), st
+    finally:
+        os.close(fd)
+
+
+def _not_regular(path: str, mode: int) -> FlagSourceError:
+    if stat.S_ISDIR(mode):
+        return FlagSourceError(f"{path}: is a directory")
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    return FlagSourceError(f"{path}: {kind}, not a regular file; not read")
 
 
 def _local_error(path: str, err: OSError) -> FlagSourceError:
@@ -132,10 +206,12 @@ class S3Source:
         client: S3Client | None = None,
         min_interval: float = S3_MIN_INTERVAL,
         expected_bucket_owner: str | None = None,
+        timeout: float = S3_TIMEOUT,
     ) -> None:
         self.bucket, self.key = _aws.parse_s3_uri(uri)
         self.name = f"s3://{self.bucket}/{self.key}"
         self.min_interval = min_interval
+        self.timeout = timeout
         self.expected_bucket_owner = expected_bucket_owner
         self._client = client
         self._etag: str | None = None
@@ -154,9 +230,10 @@ class S3Source:
             params["IfNoneMatch"] = self._etag
         if self.expected_bucket_owner:
             params["ExpectedBucketOwner"] = self.expected_bucket_owner
+        deadline = time.monotonic() + self.timeout
         try:
             response = self.client.get_object(**params)
-            data: bytes = response["Body"].read()
+            data = _read_body(response["Body"], deadline, self.name, self.timeout)
         except ClientError as err:
             code = _aws.error_code(err)
             if code in _aws.NOT_MODIFIED:
@@ -178,6 +255,56 @@ class S3Source:
         # Throttling (SlowDown, Throttling, RequestLimitExceeded), timeouts (RequestTimeout)
         # and 5xx are worth retrying at the next interval; so is anything else unexpected.
         return SourceUnavailable(message)
+
+
+def _read_body(body: Any, deadline: float, name: str, timeout: float) -> bytes:
+    """The whole body, or :class:`SourceUnavailable` once ``deadline`` passes.
+
+    A read timeout bounds each socket read, not the body: a server that sends a byte a
+    second never trips it. Reading what has arrived (``read1``) and checking the clock in
+    between bounds the whole fetch.
+    """
+    raw = getattr(body, "_raw_stream", None)
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:  # an urllib3 without read1, or a test double: one plain read
+        data: bytes = body.read()
+        return data
+    late = f"{name}: body not received within {timeout:g} s"
+    expected = getattr(body, "_content_length", None)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SourceUnavailable(late)
+            _set_socket_timeout(raw, min(left, _aws.FLAG_READ_TIMEOUT))
+            part = read1(_READ_SIZE)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+    except SourceUnavailable:
+        body.close()
+        raise
+    except (OSError, HTTPError) as err:  # a socket timeout or reset while reading
+        body.close()
+        if time.monotonic() >= deadline:
+            raise SourceUnavailable(late) from None
+        raise SourceUnavailable(f"{name}: body read failed: {err}") from err
+    if expected is not None and size != int(expected):
+        raise SourceUnavailable(f"{name}: body truncated ({size} of {expected} bytes)")
+    return b"".join(parts)
+
+
+def _set_socket_timeout(raw: Any, seconds: float) -> None:
+    # The socket under urllib3's response (what botocore's set_socket_timeout reaches for);
+    # a stream without one (a test double) keeps the client's read timeout.
+    sock = getattr(
+        getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None
+    )
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def open_source(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -124,11 +125,12 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="PATH",
         default=default(None),
         help="local JSON-lines audit file (default: <file>.audit.jsonl next to a local "
-        "file; objects under <key>.audit/ next to an s3:// file)",
+        "file, beside the target when the path is a symlink; objects under <key>.audit/ "
+        "next to an s3:// file)",
     )
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         default=default(10.0),
         help="how long to wait for another operator's change to a local file (default 10)",
@@ -186,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("validate", "check flag files (default: the shipped phase files)")
     check.add_argument("files", nargs="*", metavar="FILE")
     return parser
+
+
+def _seconds(text: str) -> float:
+    # float() takes "nan" and "inf": a lock wait must end, and cannot be negative.
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _percent(text: str) -> int:
@@ -291,7 +304,8 @@ def _summary_on_stderr(errors: list[str], total: int) -> None:
         first = " ".join(errors[0].split())
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         print(
-            f"{PROG}: error: {len(errors)} of {total} flag file(s) unusable: {first}{more}",
+            f"{PROG}: error: {len(errors)} of {total} flag file(s) unusable: "
+            f"{_printable(first)}{more}",
             file=sys.stderr,
             flush=True,
         )
@@ -459,7 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     want_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
-        return _run(args, lambda line: print(line, flush=True))
+        # --json output is JSON (ASCII, every control character escaped); the human lines
+        # carry ids and paths from files and command lines: escaped for the terminal.
+        return _run(args, lambda line: print(line if args.json else _printable(line), flush=True))
     except _CliError as err:
         return _fail(str(err), err.code, want_json)
     except FlagEditError as err:
@@ -470,9 +486,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
+def _printable(text: str) -> str:
+    """``text`` safe to show on a terminal: every non-printable character (C0 and C1
+    controls such as ESC, line and paragraph separators, bidi and other format characters)
+    written as an escape the way ``repr`` does (``\\x1b``, ``\\u202e``)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _fail(message: str, code: int, want_json: bool) -> int:
     one_line = " ".join(message.split())
-    print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {_printable(one_line)}", file=sys.stderr, flush=True)
     if want_json:
         print(json.dumps({"error": one_line, "exit_code": code}), flush=True)
     return code

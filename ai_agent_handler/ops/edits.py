@@ -462,7 +462,7 @@ def loose_document(data: bytes | None) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to decode
         return None
     return doc if isinstance(doc, dict) else None
 

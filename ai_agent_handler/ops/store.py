@@ -1,17 +1,27 @@
 """An operator's change to a flag file, as one transaction: :func:`commit`.
 
 ``commit(store, edit, ...)`` holds the store's lock, reads the file, applies a pure edit
-(:mod:`.edits`), bumps ``metadata.version``, validates what will be written, writes it
-atomically and appends one audit record, and returns a :class:`Change` saying what
-happened. An edit that changes nothing writes nothing. The stores are where the file is:
-a local path or an S3 object. The guarantees an operator relies on, per kind of store:
+(:mod:`.edits`), bumps ``metadata.version``, validates what will be written, opens the audit
+log, writes the file atomically and appends one audit record, and returns a :class:`Change`
+saying what happened. An edit that changes nothing writes nothing. The stores are where the
+file is: a local path or an S3 object. The guarantees an operator relies on, per kind of store:
 
-* **Local file.** Every change happens under an exclusive ``fcntl.flock`` on
-  ``<file>.lock`` (next to the file), held from the read to the audit record, so two
-  operators never lose each other's change. The new bytes go to a temporary file in the same
-  directory, are fsynced, renamed over the file with ``os.replace`` (atomic on POSIX) and the
+* **Local file.** The file is the *resolved* path (symlinks followed when the store is made):
+  a symlink and its target are one file, with one lock and one audit log. Every change happens
+  under an exclusive ``fcntl.flock`` on ``<resolved file>.lock``, held from the read to the
+  audit record, so two operators never lose each other's change. The new bytes go to this
+  writer's own temporary file in the target's directory (named with host, pid and a random
+  part), are fsynced, renamed over the target with ``os.replace`` (atomic on POSIX) and the
   directory is fsynced: a reader -- and a crash -- sees the old file or the new one, never a
-  mix. The audit record is one JSON line appended (and fsynced) to ``<file>.audit.jsonl``.
+  mix, and a symlinked flag file keeps its link. A temporary file left by a writer that died
+  is removed by the next one (this host's when its pid is gone; any host's after an hour).
+  The audit record is one JSON line appended (and fsynced) to ``<resolved file>.audit.jsonl``.
+* **A shared flag folder.** The lock and audit files are never opened through a symlink
+  (``O_NOFOLLOW``: a symlink there refuses the change), and a file that is not a valid flag
+  file (or a missing one) is never rewritten through a symlink: a repair names the target to
+  run on instead. The lock and audit files are created with the flag file's permission bits
+  and group (and, when root creates them, its owner), whatever the umask; the replaced flag
+  file keeps its mode and group too. Whoever may change the flag file may lock and audit it.
 * **S3 object.** S3 has no locks; the object is read with its ETag and written with
   ``put_object(IfMatch=<etag>)`` (``IfNoneMatch="*"`` when it did not exist), so a change
   made by someone else in between is refused with :class:`ConflictError`, never overwritten.
@@ -19,6 +29,15 @@ a local path or an S3 object. The guarantees an operator relies on, per kind of 
   (S3 cannot append, and one object per record cannot conflict).
 
 ``audit_log=PATH`` sends the records of either store to a local JSON-lines file instead.
+
+**A change is audited or not made.** The audit log is opened before the file is written, so a
+log that cannot be opened (permissions, a symlink, a folder) refuses the change with nothing
+written. When the record cannot be appended after the write (a full disk, a refused put), the
+write is undone -- the previous bytes put back atomically, a created file removed; on S3 under
+``IfMatch`` on the ETag just written -- and the error says the change was NOT made. Only when
+the undo fails too does the error say the change is written without its record. Every audit
+record is one line for every reader: the characters ``str.splitlines()`` breaks at are
+escaped (``\u2028``), the rest stays readable UTF-8.
 """
 
 from __future__ import annotations
@@ -27,8 +46,12 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import glob
 import json
+import math
 import os
+import re
+import socket
 import stat
 import tempfile
 import time
@@ -36,7 +59,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,6 +73,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = [
+    "AuditLog",
     "Change",
     "Edit",
     "FlagStore",
@@ -60,17 +84,29 @@ __all__ = [
     "open_store",
 ]
 
+#: A temporary flag file older than this belongs to a dead writer, whichever host wrote it
+#: (a write takes milliseconds).
+STALE_TEMP_AGE = 3600.0
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The bytes read (None when the file does not exist) and what a write must match."""
+    """The bytes read or written (None: no file) and what a later write must match."""
 
     data: bytes | None
     etag: str | None = None
 
 
+class AuditLog(Protocol):
+    """Where the audit records of a store go, opened for one change before it is written."""
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Keep the record of a change just written; :class:`StoreError` when it cannot."""
+        ...
+
+
 class FlagStore(Protocol):
-    """A flag file that can be read, changed atomically and audited."""
+    """A flag file that can be read, changed atomically, audited and put back."""
 
     source: str
     audit_location: str
@@ -83,26 +119,116 @@ class FlagStore(Protocol):
         """The current bytes."""
         ...
 
-    def write(self, data: bytes, snapshot: Snapshot) -> None:
-        """Replace the file with ``data`` if it is still what ``snapshot`` saw."""
+    def check_rewrite(self, snapshot: Snapshot) -> None:
+        """Raise :class:`StoreError` when a file that is missing or not a valid flag file
+        (``snapshot``) must not be written here."""
         ...
 
-    def append_audit(self, record: Mapping[str, Any]) -> None:
-        """Keep one audit record for a change just written."""
+    def open_audit(self) -> contextlib.AbstractContextManager[AuditLog]:
+        """The audit log, opened before the write: :class:`StoreError` refuses the change."""
         ...
+
+    def write(self, data: bytes, snapshot: Snapshot) -> Snapshot:
+        """Replace the file with ``data`` if it is still what ``snapshot`` saw; what was written."""
+        ...
+
+    def undo(self, written: Snapshot, previous: Snapshot) -> None:
+        """Put ``previous`` back (remove the file when it had none) over ``written``."""
+        ...
+
+
+#: The characters str.splitlines() breaks a line at, as JSON escapes. json.dumps escapes the
+#: ASCII ones itself; U+0085, U+2028 and U+2029 it leaves raw (with ensure_ascii=False).
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def _audit_line(record: Mapping[str, Any]) -> bytes:
-    return (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    # Those characters can only occur inside JSON strings, where the escape means the same.
+    # A lone surrogate (an undecodable byte of a command line) becomes its JSON escape too.
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False).translate(_LINE_BREAKS)
+    return (text + "\n").encode("utf-8", "backslashreplace")
 
 
-def _append_line(path: Path, line: bytes) -> None:
-    # O_APPEND: each record lands whole at the end even if another writer appends too.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _adopt(fd: int, like: os.stat_result | None, mode: int) -> None:
+    """Give a file this writer just created ``mode`` (whatever the umask) and the group of
+    ``like`` (the flag file), and its owner when we are root; the ownership is best effort."""
+    if like is not None:
+        owner = like.st_uid if os.geteuid() == 0 else -1
+        with contextlib.suppress(OSError):  # not a member of that group, or no chown here
+            os.fchown(fd, owner, like.st_gid)
+    os.fchmod(fd, mode)
+
+
+def _open_beside(path: Path, flags: int, like: os.stat_result | None, what: str) -> int:
+    """Open the lock or audit file ``path`` of a flag file, never through a symlink.
+
+    A file created here takes the permission bits (read/write only), group and, for root,
+    owner of ``like``, the flag file, so every operator of the flag file can open it too.
+    """
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+    mode = stat.S_IMODE(like.st_mode) & 0o666 if like is not None else 0o644
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-        os.fsync(fd)
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:  # the usual case; a symlink there fails below
+            return os.open(path, flags | os.O_CREAT, mode)
+        try:
+            if like is not None:
+                _adopt(fd, like, mode)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+    except OSError as err:
+        if os.path.islink(path):
+            raise StoreError(
+                f"refusing to follow a symlink at {path} ({what}); nothing written"
+            ) from err
+        raise StoreError(
+            f"cannot open {what} {path}: {err.strerror or err}; nothing written"
+        ) from err
+
+
+class _AuditFile:
+    """A local JSON-lines audit log, open for appending."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """One line, appended whole (O_APPEND, and flock against other flag files sharing
+        the log) and fsynced; a line that fails half-way is cut off again."""
+        line = _audit_line(record)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                end = os.fstat(self.fd).st_size
+                try:
+                    view = memoryview(line)
+                    while view:
+                        view = view[os.write(self.fd, view) :]
+                    os.fsync(self.fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self.fd, end)
+                    raise
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+        except OSError as err:
+            raise StoreError(
+                f"cannot append the audit record to {self.path}: {err.strerror or err}"
+            ) from err
+
+
+@contextlib.contextmanager
+def _open_audit_file(path: Path, like: os.stat_result | None) -> Iterator[AuditLog]:
+    fd = _open_beside(path, os.O_WRONLY | os.O_APPEND, like, "the audit log")
+    try:
+        yield _AuditFile(path, fd)
     finally:
         os.close(fd)
 
@@ -121,29 +247,55 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _host() -> str:
+    """This host's name as it appears in temporary file names (no dots)."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (when unsure: yes)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
+
 class LocalFileStore:
-    """A flag file on a local filesystem (or EFS), changed under ``flock`` and atomically."""
+    """A flag file on a local filesystem (or EFS), changed under ``flock`` and atomically.
+
+    ``path`` is resolved (symlinks followed) when the store is made: the lock, the default
+    audit log and the file replaced are those of the target. :attr:`source` stays the path
+    as given (messages and the audit record name it).
+    """
 
     def __init__(
         self, path: str | os.PathLike[str], *, audit_log: str | None = None, lock_timeout: float
     ) -> None:
+        if not (math.isfinite(lock_timeout) and lock_timeout >= 0):
+            raise ValueError(f"lock_timeout must be finite seconds >= 0, got {lock_timeout!r}")
         self.path = Path(path)
         self.source = str(self.path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        audit = (
-            Path(audit_log) if audit_log else self.path.with_name(self.path.name + ".audit.jsonl")
-        )
-        self.audit_path = audit
-        self.audit_location = str(audit)
+        self.target = Path(os.path.realpath(self.path))
+        self.lock_path = _beside(self.target, ".lock")
+        self.audit_path = Path(audit_log) if audit_log else _beside(self.target, ".audit.jsonl")
+        self.audit_location = str(self.audit_path)
         self.lock_timeout = lock_timeout
+
+    def _stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.target)
+        except OSError:
+            return None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive ``flock`` on ``<file>.lock``; :class:`ConflictError` after the timeout."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise StoreError(f"cannot open lock file {self.lock_path}: {err.strerror}") from err
+        fd = _open_beside(self.lock_path, os.O_RDWR, self._stat(), "the lock file")
         try:
             deadline = time.monotonic() + self.lock_timeout
             while True:
@@ -167,42 +319,68 @@ class LocalFileStore:
     def read(self) -> Snapshot:
         """The file's bytes; ``Snapshot(None)`` when it does not exist."""
         try:
-            return Snapshot(self.path.read_bytes())
+            return Snapshot(self.target.read_bytes())
         except FileNotFoundError:
             return Snapshot(None)
         except OSError as err:
             raise StoreError(f"cannot read {self.source}: {err.strerror}") from err
 
-    def _remove_stale_temp_files(self, target: Path) -> None:
-        # Called under the lock: a temp file still there belongs to a writer that died
-        # between writing and renaming (its change never happened).
-        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+    def check_rewrite(self, snapshot: Snapshot) -> None:
+        """Refuse to repair or create a flag file through a symlink: the link may point at
+        anything (another program's configuration), and only a valid flag file proves it
+        is the flag file."""
+        if not self.path.is_symlink():
+            return
+        what = "does not exist" if snapshot.data is None else "is not a valid flag file"
+        raise StoreError(
+            f"{self.path} is a symlink to {self.target}, which {what}; refusing to write "
+            f"through the link (if {self.target} is the flag file, run the command with "
+            f"--file {self.target}); nothing written"
+        )
 
-    def write(self, data: bytes, snapshot: Snapshot) -> None:
-        """Temp file in the same directory, fsync, ``os.replace``, fsync the directory.
+    def open_audit(self) -> contextlib.AbstractContextManager[AuditLog]:
+        """The audit log, opened (created like the flag file) for appending."""
+        return _open_audit_file(self.audit_path, self._stat())
+
+    def write(self, data: bytes, snapshot: Snapshot) -> Snapshot:
+        """Temp file in the target's directory, fsync, ``os.replace``, fsync the directory.
 
         A symlinked flag file (a ConfigMap, a deploy tool's link) keeps its link: the
-        target is replaced, next to the target.
+        target is replaced, next to the target, keeping its mode and group.
         """
-        target = self.path.resolve() if self.path.is_symlink() else self.path
+        self._replace(data)
+        return Snapshot(data)
+
+    def undo(self, written: Snapshot, previous: Snapshot) -> None:
+        """The previous bytes back, atomically as any write; a file just created removed."""
+        if previous.data is not None:
+            self._replace(previous.data)
+            return
+        try:
+            self.target.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise StoreError(f"cannot remove {self.source}: {err.strerror}") from err
+        _fsync_dir(self.target.parent)
+
+    def _replace(self, data: bytes) -> None:
+        target = self.target
         directory = target.parent
-        self._remove_stale_temp_files(target)
+        self._remove_stale_temp_files()
+        like = self._stat()
+        mode = stat.S_IMODE(like.st_mode) if like is not None else 0o644
+        prefix = f".{target.name}.{_host()}.{os.getpid()}."
         try:
-            mode = stat.S_IMODE(target.stat().st_mode)
-        except OSError:
-            mode = 0o644
-        try:
-            fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
         except OSError as err:
             raise StoreError(f"cannot write next to {self.source}: {err.strerror}") from err
         try:
             with os.fdopen(fd, "wb") as out:
+                _adopt(out.fileno(), like, mode)  # mkstemp creates 0600 and the writer's group
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(temp, mode)  # mkstemp creates 0600; keep the file readable as before
             os.replace(temp, target)
         except BaseException as err:
             with contextlib.suppress(OSError):
@@ -212,14 +390,54 @@ class LocalFileStore:
             raise
         _fsync_dir(directory)
 
-    def append_audit(self, record: Mapping[str, Any]) -> None:
-        """One JSON line, appended and fsynced."""
+    def _remove_stale_temp_files(self) -> None:
+        # Called under the lock, so no writer of this file is between write and rename: a
+        # temp file is a dead writer's (its change never happened). Still, only one that is
+        # surely dead goes: this host's whose pid is gone, or anyone's after an hour (other
+        # hosts' pids mean nothing here; names of another format are judged by age alone).
+        prefix = f".{self.target.name}."
+        host, now = _host(), time.time()
+        for leftover in self.target.parent.glob(glob.escape(prefix) + "*.tmp"):
+            owner = leftover.name[len(prefix) : -len(".tmp")].split(".")
+            dead = (
+                len(owner) == 3
+                and owner[0] == host
+                and owner[1].isascii()
+                and owner[1].isdigit()
+                and not _alive(int(owner[1]))
+            )
+            with contextlib.suppress(OSError):
+                if dead or now - leftover.lstat().st_mtime > STALE_TEMP_AGE:
+                    leftover.unlink()
+
+
+class _S3AuditObjects:
+    """Audit records as objects ``<key>.audit/<version>-<time>-<id>.json``."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.store = store
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        store = self.store
+        version = record.get("version_after")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = f"{store.key}.audit/{version!s:>010}-{stamp}-{uuid.uuid4().hex[:8]}.json"
         try:
-            _append_line(self.audit_path, _audit_line(record))
-        except OSError as err:
+            store.client.put_object(
+                Bucket=store.bucket,
+                Key=name,
+                Body=_audit_line(record),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except (ClientError, BotoCoreError) as err:
             raise StoreError(
-                f"cannot append the audit record to {self.audit_path}: {err.strerror}"
+                f"cannot write the audit record s3://{store.bucket}/{name}: {_describe(err)}"
             ) from err
+
+
+def _describe(err: ClientError | BotoCoreError) -> str:
+    return _aws.describe(err) if isinstance(err, ClientError) else str(err)
 
 
 class S3Store:
@@ -259,11 +477,20 @@ class S3Store:
         except BotoCoreError as err:
             raise StoreError(f"cannot read {self.source}: {err}") from err
 
-    def write(self, data: bytes, snapshot: Snapshot) -> None:
+    def check_rewrite(self, snapshot: Snapshot) -> None:
+        """Nothing to refuse: an object key has no links."""
+
+    def open_audit(self) -> contextlib.AbstractContextManager[AuditLog]:
+        """Objects under ``<key>.audit/`` (nothing to open), or the local ``audit_log``."""
+        if self.audit_path is not None:
+            return _open_audit_file(self.audit_path, None)
+        return contextlib.nullcontext(_S3AuditObjects(self))
+
+    def write(self, data: bytes, snapshot: Snapshot) -> Snapshot:
         """``put_object`` with ``IfMatch`` (or ``IfNoneMatch="*"`` for a new object)."""
         try:
             if snapshot.etag:
-                self.client.put_object(
+                response = self.client.put_object(
                     Bucket=self.bucket,
                     Key=self.key,
                     Body=data,
@@ -271,7 +498,7 @@ class S3Store:
                     IfMatch=snapshot.etag,
                 )
             else:
-                self.client.put_object(
+                response = self.client.put_object(
                     Bucket=self.bucket,
                     Key=self.key,
                     Body=data,
@@ -287,33 +514,25 @@ class S3Store:
             raise StoreError(f"cannot write {self.source}: {_aws.describe(err)}") from err
         except BotoCoreError as err:
             raise StoreError(f"cannot write {self.source}: {err}") from err
+        return Snapshot(data, response.get("ETag"))
 
-    def append_audit(self, record: Mapping[str, Any]) -> None:
-        """A new object under ``<key>.audit/`` (or a line in the local ``audit_log``)."""
-        line = _audit_line(record)
-        if self.audit_path is not None:
-            try:
-                _append_line(self.audit_path, line)
-            except OSError as err:
-                raise StoreError(
-                    f"cannot append the audit record to {self.audit_path}: {err.strerror}"
-                ) from err
-            return
-        version = record.get("version_after")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{self.key}.audit/{version!s:>010}-{stamp}-{uuid.uuid4().hex[:8]}.json"
+    def undo(self, written: Snapshot, previous: Snapshot) -> None:
+        """The previous bytes put back (a created object deleted), only over what we wrote
+        (``IfMatch`` on its ETag)."""
+        etag = written.etag or "*"
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=name,
-                Body=line,
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
+            if previous.data is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+            else:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=previous.data,
+                    ContentType="application/json",
+                    IfMatch=etag,
+                )
         except (ClientError, BotoCoreError) as err:
-            raise StoreError(
-                f"cannot write the audit record s3://{self.bucket}/{name}: {err}"
-            ) from err
+            raise StoreError(f"cannot put {self.source} back: {_describe(err)}") from err
 
 
 def open_store(
@@ -392,10 +611,12 @@ def commit(
     rebuilt as legacy everywhere by :func:`.edits.rebuild_legacy`; a missing file is an
     error unless ``create``); edit; when the document changed, bump ``metadata.version``,
     validate exactly the bytes to be written, write them atomically (a conditional put on
-    S3) and append one audit record naming ``actor``, ``command`` and ``reason``.
+    S3) and append one audit record naming ``actor``, ``command`` and ``reason`` (the audit
+    log is opened before the write; a failed append undoes the write).
 
-    Raises :class:`~ai_agent_handler.StoreError` (missing file, I/O or AWS error; also when
-    the change is written but its audit record failed, which the message says),
+    Raises :class:`~ai_agent_handler.StoreError` (missing file, I/O or AWS error, a symlink
+    where none may be, an audit log that cannot be kept: the change is then not made, or --
+    when undoing it failed too -- written without its record, which the message says),
     :class:`~ai_agent_handler.ConflictError` (someone else changed the file; nothing
     written), :class:`~ai_agent_handler.FlagFileError` (an invalid file or result; nothing
     written) and :class:`~ai_agent_handler.FlagEditError` (the edit cannot apply).
@@ -427,6 +648,7 @@ def commit(
                 raise FlagEditError(f"{source}: {err}") from err
         else:
             # A missing or broken file: only a rollback (legacy everywhere) gets here.
+            store.check_rewrite(snapshot)
             if snapshot.data is None:
                 notes.append("the file did not exist; created it with a legacy flag")
             raw = edits.loose_document(snapshot.data)
@@ -454,7 +676,6 @@ def commit(
             raise FlagFileError(f"refusing to write an invalid file: {problems[0]}", problems)
         data = serialize(new_doc)
         parse(data, source=source)  # what is written is exactly what was validated
-        store.write(data, snapshot)
         version_after = edits.version_of(new_doc)
         record: dict[str, Any] = {
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -470,13 +691,12 @@ def commit(
         }
         if snapshot.etag:
             record["etag_before"] = snapshot.etag
-        try:
-            store.append_audit(record)
-        except StoreError as err:
-            raise StoreError(
-                f"the change IS written (version {version_after}) but the audit record "
-                f"failed: {err}"
-            ) from err
+        with store.open_audit() as audit:  # a change that cannot be audited stops here
+            written = store.write(data, snapshot)
+            try:
+                audit.append(record)
+            except StoreError as err:
+                _undo(store, written, snapshot, err, version_after)
     restore = edits.restore_commands(before) if repair and before else []
     return Change(
         source,
@@ -491,3 +711,19 @@ def commit(
         restore=tuple(restore),
         notes=tuple(notes),
     )
+
+
+def _undo(
+    store: FlagStore, written: Snapshot, previous: Snapshot, failure: StoreError, version: Any
+) -> NoReturn:
+    """Put ``previous`` back after an audit record failed; raise what happened."""
+    try:
+        store.undo(written, previous)
+    except StoreError as err:
+        raise StoreError(
+            f"the change IS written (version {version}) but NOT audited: {failure}; "
+            f"putting the previous file back failed too: {err}"
+        ) from failure
+    raise StoreError(
+        f"the change was NOT made: {failure}; {store.source} is back as it was"
+    ) from failure

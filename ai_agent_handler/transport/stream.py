@@ -216,7 +216,16 @@ class StreamChannel:
     chunks (not other handlers') and report on them.
     """
 
-    __slots__ = ("__weakref__", "_cond", "delivered", "dispatcher", "errors", "failed", "pending")
+    __slots__ = (
+        "__weakref__",
+        "_cond",
+        "broken",
+        "delivered",
+        "dispatcher",
+        "errors",
+        "failed",
+        "pending",
+    )
 
     def __init__(self, dispatcher: StreamDispatcher) -> None:
         self.dispatcher = dispatcher
@@ -225,6 +234,8 @@ class StreamChannel:
         self.delivered = 0
         self.failed = 0
         self.errors: list[str] = []
+        #: SQS message groups that lost a chunk -> why; their later chunks are not sent.
+        self.broken: dict[str, str] = {}
 
     def send(self, chunk: StreamChunk) -> None:
         """Hand one chunk over; blocks only while the dispatcher's queue is full."""
@@ -242,6 +253,11 @@ class StreamChannel:
             self.failed = 0
             self.errors = []
         return report
+
+    def forget_broken_groups(self) -> None:
+        """Let message groups that lost a chunk stream again (a new run starts)."""
+        with self._cond:
+            self.broken.clear()
 
     def _reset(self) -> None:
         self._cond = threading.Condition(self.dispatcher._lock)
@@ -374,6 +390,9 @@ class StreamDispatcher:
                     self._work.wait()
                 task = self._ready.popleft()
                 batch = task.take() if type(task) is _Lane else None
+                if batch is not None and _refuse_broken(batch, self):
+                    self._after_lane(task)  # type: ignore[arg-type]
+                    continue
             if batch is None:
                 assert type(task) is StreamChunk
                 error = _deliver_one(task)
@@ -385,13 +404,23 @@ class StreamDispatcher:
                 errors = _deliver_batch(task, batch)
                 with lock:
                     for position, chunk in enumerate(batch):
-                        self._finish(chunk, errors.get(position))
+                        error = errors.get(position)
+                        if error is not None:
+                            # The group has a hole from here on: stop it (see _refuse_broken).
+                            chunk.channel.broken.setdefault(  # type: ignore[union-attr]
+                                chunk.group, f"chunk index {chunk.index} failed"
+                            )
+                        self._finish(chunk, error)
                     self._settle(len(batch))
-                    if task.items:
-                        self._ready.append(task)
-                        self._work.notify()
-                    else:
-                        del self._lanes[task.key]
+                    self._after_lane(task)
+
+    def _after_lane(self, lane: _Lane) -> None:
+        # Under the lock: a lane with chunks left is scheduled again, an empty one retired.
+        if lane.items:
+            self._ready.append(lane)
+            self._work.notify()
+        else:
+            del self._lanes[lane.key]
 
     def _finish(self, chunk: StreamChunk, error: str | None) -> None:
         channel = chunk.channel
@@ -435,6 +464,23 @@ class StreamDispatcher:
         for channel in channels:
             channel._reset()
             self._channels.add(channel)
+
+
+def _refuse_broken(batch: list[StreamChunk], dispatcher: StreamDispatcher) -> bool:
+    """Fail, without sending, a batch of a message group that already lost a chunk.
+
+    A FIFO reader would otherwise get the chunks after the hole and never notice it; the
+    message end then raises as for any failed chunk. Called under the dispatcher's lock.
+    """
+    channel = batch[0].channel
+    assert channel is not None
+    why = channel.broken.get(batch[0].group)
+    if why is None:
+        return False
+    for chunk in batch:
+        dispatcher._finish(chunk, f"not sent: {why} before it in this message group")
+    dispatcher._settle(len(batch))
+    return True
 
 
 def _deliver_one(chunk: StreamChunk) -> str | None:

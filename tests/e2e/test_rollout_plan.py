@@ -165,8 +165,10 @@ class Rollout:
         """A fleet of this phase: a provider on the phase's live S3 file."""
         self.phase = phase
         s3 = boto3.client("s3", region_name=REGION, endpoint_url=self.aws.url)
+        # Every run checks S3 and waits for the answer: the plan is about what each run
+        # sends after each CLI step, not about how soon a fleet notices.
         provider = FlagFileProvider(
-            f"s3://{BUCKET}/{phase}.flagd.json", s3_client=s3, min_interval=0
+            f"s3://{BUCKET}/{phase}.flagd.json", s3_client=s3, min_interval=0, refresh_wait=10
         )
         api.set_provider_and_wait(provider, domain=FLAG_DOMAIN)
 

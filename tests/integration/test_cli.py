@@ -197,6 +197,11 @@ def test_the_written_file_keeps_its_permissions_and_stays_readable(
         (["--file", "{f}", "allow", "a#b"], cli.EXIT_INVALID, "must not contain"),
         (["--file", "{f}", "allow", " a"], cli.EXIT_INVALID, "whitespace"),
         (["--file", "{f}", "--phase", "dev", "status"], cli.EXIT_USAGE, "not allowed"),
+        (["--file", "{f}", "--lock-timeout", "nan", "percent", "5"], cli.EXIT_USAGE, "nan"),
+        (["--file", "{f}", "--lock-timeout", "inf", "percent", "5"], cli.EXIT_USAGE, "inf"),
+        (["--file", "{f}", "--lock-timeout", "-1", "percent", "5"], cli.EXIT_USAGE, "-1"),
+        (["--file", "{f}", "percent", "5", "--lock-timeout=-inf"], cli.EXIT_USAGE, "-inf"),
+        (["--file", "{f}", "--lock-timeout", "soon", "percent", "5"], cli.EXIT_USAGE, "soon"),
         (["--phase", "qa", "status"], cli.EXIT_USAGE, "invalid choice"),
         (["--file", "{f}", "explain"], cli.EXIT_USAGE, "--endpoint"),
         (["--file", "{f}", "explain", "--endpoint", "a#b"], cli.EXIT_USAGE, "must not contain"),
@@ -397,3 +402,88 @@ def test_a_symlinked_flag_file_keeps_its_link(run: Runner, files: dict[str, Path
     assert run("--file", str(link), "percent", "15").code == 0
     assert link.is_symlink()
     assert state_of(files["staging"]).percent == 15
+
+
+# -- what reaches the audit log and the terminal ------------------------------------------
+
+#: Every character str.splitlines() breaks a line at (JSON escapes the ASCII ones already).
+LINE_BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_reason_with_a_line_break_stays_one_audit_line(
+    run: Runner, files: dict[str, Path], char: str
+) -> None:
+    path = files["production"]
+    reasons = [f"CHG-1{char}step 1", f"{char}CHG-2 caf\u00e9 \u4e2d{char}"]
+    for n, reason in enumerate(reasons):
+        assert run("--file", str(path), "allow", f"ep-{n}", "--reason", reason).code == 0
+    log = path.with_name(path.name + ".audit.jsonl")
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["reason"] for line in lines] == reasons
+    assert "caf\u00e9 \u4e2d" in lines[1]  # other text stays readable UTF-8
+
+
+def test_an_undecodable_reason_is_kept_escaped(run: Runner, files: dict[str, Path]) -> None:
+    # A byte that is not UTF-8 on the command line arrives as a lone surrogate.
+    path = files["production"]
+    reason = "CHG-3 caf\udce9"
+    result = run("--file", str(path), "allow", "ep", "--reason", reason)
+    assert result.code == 0, result.err
+    (record,) = audit_records(path)
+    assert record["reason"] == reason
+
+
+#: Ids a hand-edited (valid) flag file may hold that must not drive the terminal.
+HOSTILE_IDS = ["\x1b[2J\x1b[H", "ep\x9b31m", "a\u202eb", "bell\x07", "nl\x85x"]
+
+
+def _terminal_safe(text: str) -> bool:
+    return all(ch == "\n" or ch.isprintable() for ch in text)
+
+
+def test_human_output_escapes_control_characters(
+    run: Runner, files: dict[str, Path], tmp_path: Path
+) -> None:
+    path = files["production"]
+    doc = json.loads(path.read_text())
+    doc["flags"][FLAG_KEY]["targeting"]["if"][0]["in"][1] = HOSTILE_IDS
+    path.write_text(json.dumps(doc))
+    runs = [
+        run("--file", str(path), "status"),
+        run("validate", str(path)),
+        run("--file", str(path), "explain", "--endpoint", HOSTILE_IDS[0], "--part-id", "p"),
+        run("--file", str(path), "allow", "ep-x"),
+        run("--file", str(tmp_path / "\x1b[2J.json"), "status"),  # an error naming the path
+    ]
+    for result in runs:
+        assert _terminal_safe(result.out) and _terminal_safe(result.err), result
+    assert "\\x1b[2J\\x1b[H" in runs[0].out and "ep\\x9b31m" in runs[0].out
+    assert "a\\u202eb" in runs[0].out
+    assert "\\x1b[2J.json: no such file" in runs[4].err and runs[4].code == cli.EXIT_ERROR
+    # --json keeps the data exact (JSON escapes it).
+    for argv in (["status"], ["allow", "ep-y"]):
+        result = run("--file", str(path), "--json", *argv)
+        assert result.out.isascii()
+        body = result.json()
+        state = body["files"][0]["state"] if argv == ["status"] else body["after"]
+        assert set(HOSTILE_IDS) <= set(state["allowed"])
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_a_deeply_nested_file_is_invalid_and_rollback_repairs_it(
+    run: Runner, files: dict[str, Path]
+) -> None:
+    path = files["production"]
+    path.write_bytes(DEEP)
+    for argv in (["validate", str(path)], ["--file", str(path), "status"]):
+        result = run(*argv)
+        assert result.code == cli.EXIT_INVALID, (argv, result.err)
+        assert len(result.err.strip().splitlines()) == 1, result.err
+    assert path.read_bytes() == DEEP
+    result = run("--file", str(path), "rollback", "--reason", "INC-9")
+    assert result.code == 0, result.err
+    assert run("validate", str(path)).code == 0
+    assert state_of(path).kind == "legacy-everywhere"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -139,3 +141,68 @@ def test_killed_between_write_and_rename_leaves_the_old_file(run: Runner, produc
     assert result.code == 0, result.err
     assert not temp.exists()
     assert fe.read_state(json.loads(production.read_text())).percent == 10
+
+
+def test_writers_through_a_symlink_and_its_target_share_one_lock(production: Path) -> None:
+    """Half the operators use a link to the file, half the file itself: one lock, one log."""
+    link = production.parent.parent / "live" / production.name
+    link.parent.mkdir()
+    link.symlink_to(production)
+    start = fe.version_of(json.loads(production.read_text()))
+    assert start is not None
+    per_writer, paths = 5, [link, production] * 4
+    writer = WRITER.replace("range(20)", f"range({per_writer})")
+    prefixes = [f"w{n}" for n in range(len(paths))]
+    writers = [python(writer, str(path), p) for path, p in zip(paths, prefixes, strict=True)]
+    for process in writers:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    total = per_writer * len(paths)
+    doc = json.loads(production.read_text())
+    expected = {f"{p}-{i:02d}" for p in prefixes for i in range(per_writer)}
+    assert set(fe.read_state(doc).allowed) == expected
+    assert fe.version_of(doc) == start + total
+    assert link.is_symlink()  # the link was kept, its target replaced
+    assert not link.with_name(link.name + ".audit.jsonl").exists()
+    assert not link.with_name(link.name + ".lock").exists()
+    records = audit_records(production)  # every record in the one log beside the target
+    assert [r["version_after"] for r in records] == list(range(start + 1, start + total + 1))
+    assert {r["file"] for r in records} == {str(link), str(production)}
+    assert list(production.parent.glob(".*.tmp")) == []
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+HOST = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname())
+
+
+@pytest.mark.parametrize(
+    ("name", "hours_old", "removed"),
+    [
+        ("{host}.{dead}.abc123", 0, True),  # this host, its writer is gone
+        ("{host}.{live}.abc123", 0, False),  # this host, its writer is still running
+        ("{host}.{live}.abc123", 2, True),  # older than an hour: whoever wrote it is gone
+        ("other-host.{dead}.abc123", 0, False),  # a pid of another host says nothing here
+        ("other-host.{live}.abc123", 2, True),
+        ("k3x9_q2a", 0, False),  # an older writer's name: judged by age alone
+        ("k3x9_q2a", 2, True),
+    ],
+)
+def test_only_dead_writers_temp_files_are_swept(
+    production: Path, name: str, hours_old: int, removed: bool
+) -> None:
+    name = name.format(host=HOST, dead=_dead_pid(), live=os.getpid())
+    leftover = production.parent / f".{production.name}.{name}.tmp"
+    other_file = production.parent / f".{production.name}.bak.{HOST}.{_dead_pid()}.abc.tmp"
+    for temp in (leftover, other_file):
+        temp.write_bytes(b"{}")
+        then = temp.stat().st_mtime - hours_old * 3600 - 1
+        os.utime(temp, (then, then))
+    store = flag_store.LocalFileStore(production, lock_timeout=1)
+    flag_store.commit(store, lambda d: fe.allow(d, ["ep"]), command="allow ep", actor="a")
+    assert leftover.exists() is not removed
+    assert other_file.exists() is (hours_old == 0)  # another file's temp: by age alone

@@ -422,7 +422,7 @@ def _check_flag_source_fault(
         if s3 is None:
             path = tmp_path / "dev.flagd.json"
             path.write_bytes(GOOD)
-            provider = FlagFileProvider(path, min_interval=0)
+            provider = FlagFileProvider(path, min_interval=0, refresh_wait=PATIENT_TIMEOUT)
             break_it: Callable[[], None] = lambda: _break_file(path, name)  # noqa: E731
             repair: Callable[[], None] = lambda: _repair_file(path)  # noqa: E731
         else:
@@ -433,6 +433,9 @@ def _check_flag_source_fault(
                 "s3://flags/dev.flagd.json",
                 s3_client=s3.s3_client(read_timeout=timeout),
                 min_interval=0,
+                # Each run waits for its check: the table is about what a check finds.
+                refresh_wait=PATIENT_TIMEOUT,
+                timeout=PATIENT_TIMEOUT,
                 expected_bucket_owner="111122223333",
             )
             break_it = lambda: _break_s3(s3, name)  # noqa: E731

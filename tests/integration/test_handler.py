@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from typing import Any
 from unittest.mock import patch
 
 import pytest
 from openfeature import api
+from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from ai_agent_handler import FLAG_DOMAIN, FLAG_KEY, AIAgentEventHandler, PartitionKeyError, Utility
@@ -218,6 +220,87 @@ def test_a_run_keeps_its_key_when_the_flag_flips(
     assert sent.keys()[5:] == ["aws-prod", "aws-prod"]
 
 
+@pytest.mark.parametrize(
+    "reassign",
+    [
+        pytest.param(lambda h: setattr(h, "run", dict(h.run)), id="the same run again"),
+        pytest.param(lambda h: setattr(h, "endpoint_id", "aws-prod"), id="the same endpoint_id"),
+        pytest.param(lambda h: setattr(h, "part_id", "acme-corp"), id="the same part_id"),
+        pytest.param(
+            lambda h: (setattr(h, "endpoint_id", "other"), setattr(h, "endpoint_id", "aws-prod")),
+            id="endpoint_id away and back",
+        ),
+    ],
+)
+def test_reassigning_the_runs_identity_keeps_its_key(
+    reassign: Any, partition_key_flag: PartitionKeyFlag, make_handler: Any, sent: LambdaCapture
+) -> None:
+    handler = make_handler()
+    handler.invoke_async_funct("insert_update_run")
+    partition_key_flag.legacy()  # the flag flips mid-run
+    reassign(handler)
+    handler.send_data_to_stream(index=0, chunk_delta="x")
+    handler.invoke_async_funct("insert_update_run", status="done")
+    assert sent.keys() == ["aws-prod#acme-corp"] * 3
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda h: setattr(h, "run", {**RUN, "run_uuid": "run-2"}), "aws-prod"),
+        (lambda h: setattr(h, "endpoint_id", "aws-dev"), "aws-dev"),
+        (lambda h: setattr(h, "part_id", "other-corp"), "aws-prod"),
+    ],
+    ids=["a new run_uuid", "another endpoint_id", "another part_id"],
+)
+def test_a_new_identity_is_decided_again(
+    change: Any,
+    key: str,
+    partition_key_flag: PartitionKeyFlag,
+    make_handler: Any,
+    sent: LambdaCapture,
+) -> None:
+    handler = make_handler()
+    handler.invoke_async_funct("insert_update_run")
+    partition_key_flag.legacy()
+    change(handler)
+    handler.invoke_async_funct("insert_update_run")
+    assert sent.keys() == ["aws-prod#acme-corp", key]
+
+
+def test_concurrent_first_calls_of_a_run_share_one_decision(
+    make_handler: Any, sent: LambdaCapture
+) -> None:
+    # The first evaluation is held until a second thread has made its first call; by then
+    # the flag has flipped. Without one decision per run the second call would be legacy.
+    asked: list[str] = []
+    first_asked = threading.Event()
+    release = threading.Event()
+
+    def evaluate(flag: Any, ctx: Any) -> FlagResolutionDetails[bool]:
+        asked.append(ctx.targeting_key)
+        if len(asked) == 1:
+            first_asked.set()
+            release.wait(5)
+            return FlagResolutionDetails(value=True, variant="composite")
+        return FlagResolutionDetails(value=False, variant="legacy")
+
+    flag = InMemoryFlag("legacy", {"composite": True, "legacy": False}, context_evaluator=evaluate)
+    api.set_provider_and_wait(InMemoryProvider({FLAG_KEY: flag}), domain=FLAG_DOMAIN)
+    handler = make_handler()
+    first = threading.Thread(target=handler.invoke_async_funct, args=("insert_update_run",))
+    second = threading.Thread(target=handler.send_data_to_stream, kwargs={"chunk_delta": "x"})
+    first.start()
+    assert first_asked.wait(5)
+    second.start()
+    second.join(0.2)  # it waits for the first decision instead of making its own
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert asked == ["aws-prod"]
+    assert sent.keys() == ["aws-prod#acme-corp"] * 2
+
+
 def test_the_flag_is_evaluated_once_per_run(make_handler: Any, sent: LambdaCapture) -> None:
     handler = make_handler()
     with patch.object(
@@ -368,16 +451,60 @@ def test_no_run_or_no_connection_is_a_no_op(
 # -- construction ----------------------------------------------------------------------------
 
 
-def test_creating_a_handler_makes_no_network_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("network call during construction")
+@pytest.mark.parametrize(
+    ("setting", "env"),
+    [
+        ({}, {}),
+        ({"flag_source": "s3://ops-flags/ai-agent/production.flagd.json"}, {}),
+        (
+            {
+                "flag_source": "s3://ops-flags/dev.flagd.json",
+                "region_name": "eu-west-1",
+                "aws_access_key_id": "AKIA0000",
+                "aws_secret_access_key": "secret",
+            },
+            {},
+        ),
+        ({"flag_source": "LOCAL"}, {}),
+        ({"rollout_phase": "dev"}, {}),
+        ({}, {"FLAG_SOURCE": "s3://ops-flags/staging.flagd.json", "ROLLOUT_PHASE": "staging"}),
+        ({}, {"FLAG_SOURCE": "LOCAL", "ROLLOUT_PHASE": "production"}),
+    ],
+    ids=["defaults", "s3", "s3 with credentials", "local path", "phase", "env s3", "env local"],
+)
+def test_creating_a_handler_makes_no_network_call(
+    monkeypatch: pytest.MonkeyPatch,
+    no_provider: None,
+    tmp_path: Any,
+    setting: dict[str, Any],
+    env: dict[str, str],
+) -> None:
+    # Recorded, not only refused: code that swallows the error must not hide the attempt.
+    attempts: list[object] = []
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    handler = new_handler()
+    def record(sock: socket.socket, address: object, *args: Any) -> Any:
+        attempts.append(address)
+        raise ConnectionRefusedError("no network while a handler is created")
+
+    def resolve(host: object, *args: Any, **kwargs: Any) -> Any:
+        attempts.append(host)
+        raise socket.gaierror("no name lookups while a handler is created")
+
+    monkeypatch.setattr(socket.socket, "connect", record)
+    monkeypatch.setattr(socket.socket, "connect_ex", record)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    local = str(tmp_path / "flags.json")
+    for name, value in env.items():
+        monkeypatch.setenv(name, local if value == "LOCAL" else value)
+    setting = {k: local if v == "LOCAL" else v for k, v in setting.items()}
+    handler = new_handler(**setting)
     handler.endpoint_id = "aws-prod"
     handler.part_id = "acme"
     handler.run = dict(RUN)
+    handler.connection_id = "conn-1"
     assert handler.partition_key == "aws-prod#acme"
+    assert handler.key_decision is None
+    assert attempts == []
 
 
 def test_upstream_attributes() -> None:

@@ -274,7 +274,7 @@ def test_malformed_s3_uris(uri: str) -> None:
 
 def test_open_source_picks_the_kind_and_interval(tmp_path: Path) -> None:
     local = open_source(tmp_path / "f.json")
-    assert isinstance(local, LocalFileSource) and local.min_interval == 0.1
+    assert isinstance(local, LocalFileSource) and local.min_interval == 0.0
     remote = open_source(URI, s3_client=object(), min_interval=30)
     assert isinstance(remote, S3Source) and remote.min_interval == 30
     assert (remote.bucket, remote.key) == (BUCKET, KEY)

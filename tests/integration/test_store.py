@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from ai_agent_handler import FLAG_KEY
 from ai_agent_handler.exceptions import (
@@ -34,15 +37,16 @@ KEY = "ai-agent/production.flagd.json"
 
 
 class Place:
-    """Where the file is, and how the test reads back what was written."""
+    """Where the file is, how the test reads back what was written, how its audit fails."""
 
     def __init__(
         self,
         store: FlagStore,
         read: Callable[[], bytes | None],
         audit: Callable[[], list[dict[str, Any]]],
+        fail_audit: Callable[[pytest.MonkeyPatch], None],
     ) -> None:
-        self.store, self.read, self.audit = store, read, audit
+        self.store, self.read, self.audit, self.fail_audit = store, read, audit, fail_audit
 
     def doc(self) -> dict[str, Any]:
         data = self.read()
@@ -59,10 +63,22 @@ def _local(tmp_path: Path, data: bytes | None) -> Place:
     def audit() -> list[dict[str, Any]]:
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
+    def fail_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+        # The boundary: os.write on the audit file's descriptor fails (the disk is full).
+        real_write = os.write
+
+        def write(fd: int, data: Any) -> int:
+            if log.exists() and os.path.samestat(os.fstat(fd), log.stat()):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", write)
+
     return Place(
         LocalFileStore(path, lock_timeout=1),
         lambda: path.read_bytes() if path.exists() else None,
         audit,
+        fail_audit,
     )
 
 
@@ -81,7 +97,19 @@ def _s3(client: Any, data: bytes | None) -> Place:
         keys = sorted(item["Key"] for item in listed.get("Contents", []))
         return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
 
-    return Place(S3Store(f"s3://{BUCKET}/{KEY}", client=client), read, audit)
+    def fail_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+        # The boundary: the put of an audit object is refused (the flag object's is not).
+        real_put = client.put_object
+
+        def put_object(**kwargs: Any) -> Any:
+            if ".audit/" in kwargs["Key"]:
+                error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+                raise ClientError(error, "PutObject")  # type: ignore[arg-type]
+            return real_put(**kwargs)
+
+        monkeypatch.setattr(client, "put_object", put_object)
+
+    return Place(S3Store(f"s3://{BUCKET}/{KEY}", client=client), read, audit, fail_audit)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -209,13 +237,53 @@ def test_an_edit_whose_result_is_invalid_is_not_written(
     assert where.read() == SHIPPED and where.audit() == []
 
 
-def test_a_failed_audit_says_the_change_is_written(tmp_path: Path) -> None:
-    where = _local(tmp_path, SHIPPED)
+def test_an_audit_log_that_cannot_be_opened_refuses_the_change(
+    place: Callable[[bytes | None], Place], tmp_path: Path
+) -> None:
+    where = place(SHIPPED)
     (tmp_path / "audit").mkdir()  # a directory where the audit log should be
-    store = LocalFileStore(where.store.source, audit_log=str(tmp_path / "audit"), lock_timeout=1)
-    with pytest.raises(StoreError, match=r"the change IS written \(version 2\)"):
+    client = where.store.client if isinstance(where.store, S3Store) else None
+    store = open_store(
+        where.store.source, s3_client=client, audit_log=str(tmp_path / "audit"), lock_timeout=1
+    )
+    with pytest.raises(StoreError, match=r"cannot open the audit log .*; nothing written"):
         commit(store, _allow("ep"), command="allow ep", actor="a")
+    assert where.read() == SHIPPED
+
+
+@pytest.mark.parametrize("data", [SHIPPED, None], ids=["changed", "created"])
+def test_a_change_whose_audit_record_fails_is_undone(
+    place: Callable[[bytes | None], Place], monkeypatch: pytest.MonkeyPatch, data: bytes | None
+) -> None:
+    where = place(data)
+    where.fail_audit(monkeypatch)
+    edit = _allow("ep") if data else edits.rollback
+    with pytest.raises(StoreError, match=r"the change was NOT made") as caught:
+        commit(where.store, edit, command="c", actor="a", repair=True, create=True)
+    assert "\n" not in str(caught.value)
+    assert where.read() == data  # byte for byte, or gone again
+    assert where.audit() == []
+
+
+def test_a_change_that_cannot_be_undone_either_says_it_is_written_unaudited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = _local(tmp_path, SHIPPED)
+    where.fail_audit(monkeypatch)
+    real_replace = os.replace
+    replaced: list[str] = []
+
+    def replace_once(src: str, dst: str) -> None:
+        replaced.append(dst)
+        if len(replaced) > 1:  # the write goes through, putting the old bytes back does not
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_once)
+    with pytest.raises(StoreError, match=r"the change IS written \(version 2\) but NOT audited"):
+        commit(where.store, _allow("ep"), command="allow ep", actor="a")
     assert edits.version_of(where.doc()) == 2
+    assert list(tmp_path.glob(".*.tmp")) == []
 
 
 def test_someone_elses_write_in_between_is_a_conflict_on_s3(s3: Any) -> None:

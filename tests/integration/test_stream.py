@@ -424,6 +424,51 @@ def test_sqs_chunks_queued_behind_a_send_go_out_in_batches_of_ten(
     assert indexes == list(range(26))
 
 
+def test_a_fifo_group_stops_at_its_first_failed_chunk(
+    dispatcher: StreamDispatcher, fifo_queue: Any
+) -> None:
+    # Chunk 0 goes out alone, the batch 1-10 fails; without a stop the reader would get
+    # [0, 11, 12, ...]: a hole it cannot see. Nothing after the failure may be sent.
+    gate = Gate()
+    client = fifo_queue.meta.client
+    calls: list[int] = []
+
+    def second_batch_fails(**_: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected send failure")
+
+    client.meta.events.register("before-send.sqs.SendMessageBatch", gate)
+    client.meta.events.register("before-send.sqs.SendMessageBatch", second_batch_fails)
+    handler = stream_handler(dispatcher, queue=fifo_queue)
+    other = stream_handler(dispatcher, queue=fifo_queue, connection_id="conn-2")
+    handler.send_data_to_stream(index=0, chunk_delta="x")
+    assert gate.entered.wait(10)
+    for index in range(1, 25):
+        handler.send_data_to_stream(index=index, chunk_delta="x")
+    gate.open.set()
+    with pytest.raises(StreamDeliveryError) as caught:
+        handler.send_data_to_stream(index=25, is_message_end=True)
+    report = caught.value.report
+    assert (report.delivered, report.failed, report.pending) == (1, 25, 0)
+    assert "injected send failure" in report.errors[0]
+    for index in range(3):  # another group of the same queue is not affected
+        other.send_data_to_stream(index=index, chunk_delta="y")
+    other.send_data_to_stream(index=3, is_message_end=True)
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for message in drain(fifo_queue):
+        data = json.loads(json.loads(message.body)["params"]["data"])
+        by_group[data["message_group_id"]].append(data["index"])
+    assert by_group == {"conn-1-run-1": [0], "conn-2-run-1": [0, 1, 2, 3]}
+    assert len(calls) == 2 + 1  # nothing of the broken group was sent after the failure
+
+    handler.run = run("run-2")  # a new run streams again
+    handler.send_data_to_stream(index=0, is_message_end=True)
+    assert [
+        json.loads(json.loads(m.body)["params"]["data"])["index"] for m in drain(fifo_queue)
+    ] == [0]
+
+
 def test_sqs_batch_uses_the_single_message_wire_format(fifo_queue: Any) -> None:
     params = {"connection_id": "c", "data": '{"index":0}', "n": Decimal("2")}
     Utility.invoke_funct_on_aws_lambda(

@@ -39,6 +39,7 @@ LOG = "test.flags"
 
 def _provider(path: Path, **kwargs: Any) -> FlagFileProvider:
     kwargs.setdefault("min_interval", 0)
+    kwargs.setdefault("refresh_wait", 5)  # checks here finish in ms: never race the wait
     return FlagFileProvider(path, logger=logging.getLogger(LOG), **kwargs)
 
 
@@ -217,9 +218,16 @@ def test_without_fallback_not_ready_until_the_file_appears(
 
 
 class CountingSource(LocalFileSource):
-    """A local source that counts how often it is asked."""
+    """A local source that counts how often it is asked, and how."""
 
-    calls = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.probes = 0
+        self.calls = 0
+
+    def changed(self) -> bool:
+        self.probes += 1
+        return super().changed()
 
     def fetch(self) -> bytes | None:
         self.calls += 1
@@ -234,14 +242,21 @@ def test_freshness_is_checked_at_most_once_per_interval(tmp_path: Path) -> None:
     started(provider)
     write_atomic(path, dump(everywhere(True)))
     assert {value(provider) for _ in range(1000)} == {False}  # the change waits its turn
-    assert source.calls == 1  # initialize only: no stat on the evaluation path
+    assert (source.probes, source.calls) == (0, 1)  # initialize only: no stat per evaluation
 
-    eager = CountingSource(path, min_interval=0)
-    provider = FlagFileProvider(eager)
+
+def test_every_evaluation_stats_and_only_a_change_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_bytes(dump(everywhere(False)))
+    source = CountingSource(path, min_interval=0, rehash_interval=3600)
+    provider = FlagFileProvider(source, refresh_wait=5)
     started(provider)
     for _ in range(10):
-        value(provider)
-    assert eager.calls == 11
+        assert value(provider) is False
+    assert (source.probes, source.calls) == (10, 1)
+    write_atomic(path, dump(everywhere(True)))
+    assert value(provider) is True  # the first evaluation after the write
+    assert (source.probes, source.calls) == (11, 2)
 
 
 def test_events_and_status_through_the_openfeature_api(tmp_path: Path, no_provider: None) -> None:
@@ -376,7 +391,9 @@ def test_s3_faults_keep_the_last_good_flags(code: str, status: int) -> None:
     stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
     stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
     stub.add_response("get_object", _body(dump(everywhere(False, version=2))))
-    provider = FlagFileProvider("s3://bucket/flags.json", s3_client=client, min_interval=0)
+    provider = FlagFileProvider(
+        "s3://bucket/flags.json", s3_client=client, min_interval=0, refresh_wait=5
+    )
     with stub:
         events = started(provider)
         assert value(provider) is True  # 304: unchanged
@@ -396,6 +413,11 @@ class ExplodingSource(LocalFileSource):
 
     explode = False
 
+    def changed(self) -> bool:
+        if self.explode:
+            raise KeyError("ETag")
+        return super().changed()
+
     def fetch(self) -> bytes | None:
         if self.explode:
             raise KeyError("ETag")
@@ -406,7 +428,7 @@ def test_an_unexpected_source_error_is_a_fault_too(tmp_path: Path) -> None:
     path = tmp_path / "flags.json"
     path.write_bytes(dump(everywhere(True)))
     source = ExplodingSource(path, min_interval=0)
-    provider = FlagFileProvider(source)
+    provider = FlagFileProvider(source, refresh_wait=5)
     events = started(provider)
     source.explode = True
     assert value(provider) is True and "ETag" in (provider.fault or "")
