@@ -5,19 +5,23 @@ Rules are evaluated by flagd's own Python evaluator (``openfeature-flagd-core``)
 exactly as in flagd and every other flagd SDK of the same evaluator generation.
 
 Freshness is checked when a flag is evaluated, at most once per ``min_interval`` (local
-file: 0.1 s, S3: 5 s by default), so it works in a Lambda whose background threads are
-frozen between invocations; within the interval an evaluation costs one clock read more
-than flagd-core alone. A check that finds a new valid version swaps it in and emits
+file: every evaluation, one ``stat``; S3: 5 s by default), so it works in a Lambda whose
+background threads are frozen between invocations. A check that may find something new
+(a changed ``stat`` signature, an S3 interval) reads, parses and validates on its own
+thread; the evaluation waits for it at most ``refresh_wait`` (5 ms) and otherwise goes on
+with the flags it has (stale while revalidate). One check runs at a time, bounded by the
+source's ``timeout``. A check that finds a new valid version swaps it in and emits
 ``PROVIDER_CONFIGURATION_CHANGED`` with the changed flag keys.
 
-Faults (unreadable, missing, invalid file, S3 errors) keep the last good flags: the
-provider logs each distinct fault once, emits ``PROVIDER_ERROR`` and keeps serving; the
-next good version brings it back (``PROVIDER_READY``). It never raises into the caller
-beyond what OpenFeature turns into the caller's default.
+Faults (unreadable, missing, invalid file, S3 errors, a check past its deadline) keep the
+last good flags: the provider logs each distinct fault once, emits ``PROVIDER_ERROR`` and
+keeps serving; the next good version brings it back (``PROVIDER_READY``). It never raises
+into the caller beyond what OpenFeature turns into the caller's default. A forked child
+starts with its own lock and checks.
 
-Cold start: when the live source cannot be read at :meth:`initialize`, the provider loads
-``fallback_path`` (the phase file shipped with the package), logs an error and keeps
-trying the live source on later evaluations.
+Cold start: when the live source cannot be read at :meth:`initialize` (within its
+``timeout``), the provider loads ``fallback_path`` (the phase file shipped with the
+package), logs an error and keeps trying the live source on later evaluations.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +94,8 @@ class FlagFileProvider(AbstractProvider):
             min_interval=min_interval,
             expected_bucket_owner=expected_bucket_owner,
         )
+        # A cheap "may it have changed?" the evaluation may ask itself (a local stat).
+        self._changed: Callable[[], bool] | None = getattr(self._source, "changed", None)
         self._refresh_wait = refresh_wait
         self._timeout = timeout if timeout is not None else getattr(self._source, "timeout", 5.0)
         self._fallback = Path(fallback_path) if fallback_path is not None else None
@@ -227,7 +233,7 @@ class FlagFileProvider(AbstractProvider):
                     message = f"{self._source.name}: no answer within {self._timeout:g} s"
                     self._report_fault(SourceUnavailable(message), events)
                 return
-            changed = getattr(self._source, "changed", None)
+            changed = self._changed
             if changed is not None:
                 try:
                     if not changed():

@@ -107,10 +107,17 @@ class LocalFileSource:
         except OSError as err:
             self._signature = self._digest = None
             raise _local_error(self.path, err) from err
+        if (
+            st.st_mtime_ns,
+            st.st_size,
+            st.st_ino,
+            st.st_ctime_ns,
+        ) == self._signature and time.monotonic() < self._rehash_at:
+            return False  # the file read last (a regular one): same inode, same ctime
         if not stat.S_ISREG(st.st_mode):
             self._signature = self._digest = None
             raise _not_regular(self.path, st.st_mode)
-        return signature(st) != self._signature or time.monotonic() >= self._rehash_at
+        return True
 
     def fetch(self) -> bytes | None:
         """See :meth:`FlagSource.fetch`."""

@@ -31,6 +31,7 @@ from ai_agent_handler.ops.store import (
     open_store,
 )
 from tests.support import BUCKET, FLAGS_DIR
+from tests.support.flags import disk_full_for
 
 SHIPPED = (FLAGS_DIR / "production.flagd.json").read_bytes()
 KEY = "ai-agent/production.flagd.json"
@@ -64,15 +65,7 @@ def _local(tmp_path: Path, data: bytes | None) -> Place:
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
     def fail_audit(monkeypatch: pytest.MonkeyPatch) -> None:
-        # The boundary: os.write on the audit file's descriptor fails (the disk is full).
-        real_write = os.write
-
-        def write(fd: int, data: Any) -> int:
-            if log.exists() and os.path.samestat(os.fstat(fd), log.stat()):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_write(fd, data)
-
-        monkeypatch.setattr(os, "write", write)
+        disk_full_for(monkeypatch, log)
 
     return Place(
         LocalFileStore(path, lock_timeout=1),

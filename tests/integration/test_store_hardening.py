@@ -14,7 +14,6 @@ Tests that need a second OS user run as root and fork a child that becomes ``nob
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from ai_agent_handler.ops import cli
 from ai_agent_handler.ops import edits as fe
 from ai_agent_handler.ops.store import LocalFileStore, commit
 from tests.support import FLAGS_DIR
+from tests.support.flags import disk_full_for
 
 SHIPPED = (FLAGS_DIR / "production.flagd.json").read_bytes()
 NOBODY = 65534
@@ -312,15 +312,7 @@ def test_a_failed_audit_append_after_the_write_undoes_the_change_cli(
     path = tmp_path / "production.flagd.json"
     path.write_bytes(SHIPPED)
     log = _beside(path, ".audit.jsonl")
-    real_write = os.write
-
-    def write(fd: int, data: Any) -> int:
-        # The boundary: os.write on the audit file's descriptor (the disk is full).
-        if log.exists() and os.path.samestat(os.fstat(fd), log.stat()):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", write)
+    disk_full_for(monkeypatch, log)
     code, err = _cli("--file", str(path), "allow", "ep", "--reason", "CHG-1")
     assert code == cli.EXIT_ERROR, err
     assert len(err.strip().splitlines()) == 1, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import shutil
@@ -154,3 +155,15 @@ CHANGES: dict[str, Callable[[Path, bytes], None]] = {
     "cp-p-restore": _restore_with_cp_p,
     "delete-recreate": _delete_and_recreate,
 }
+
+
+def disk_full_for(monkeypatch: Any, log: Path) -> None:
+    """The boundary: ``os.write`` on ``log``'s descriptor fails with ENOSPC (a full disk)."""
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        if log.exists() and os.path.samestat(os.fstat(fd), log.stat()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
