@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -373,12 +374,14 @@ class AIAgentEventHandler:
     def stream_dispatcher(self, dispatcher: StreamDispatcher) -> None:
         if self._stream is not None:
             self._settle_stream("a dispatcher change")
+        self._stream_timeout()  # a setting that cannot work fails before a chunk is sent
         self._stream = dispatcher.channel()
 
     def _open_stream(self) -> StreamChannel:
         mode = self.setting.get("stream_dispatch", "background")
         if mode not in ("background", "sync"):
             raise FlagConfigError(f"stream_dispatch must be 'background' or 'sync', got {mode!r}")
+        self._stream_timeout()
         dispatcher = shared_dispatcher(
             int(self.setting.get("stream_workers", DEFAULT_WORKERS)),
             int(self.setting.get("stream_queue_size", DEFAULT_QUEUE_SIZE)),
@@ -387,8 +390,22 @@ class AIAgentEventHandler:
         return channel
 
     def _stream_timeout(self) -> float | None:
-        timeout = self.setting.get("stream_flush_timeout", DEFAULT_FLUSH_TIMEOUT)
-        return None if timeout is None else float(timeout)
+        """``stream_flush_timeout`` in seconds; None (or infinity): wait for every chunk."""
+        raw = self.setting.get("stream_flush_timeout", DEFAULT_FLUSH_TIMEOUT)
+        if raw is None:
+            return None
+        try:
+            timeout = float(raw)
+        except (TypeError, ValueError):
+            timeout = math.nan
+        if timeout == math.inf:
+            return None
+        if not timeout >= 0:  # also refuses NaN
+            raise FlagConfigError(
+                f"stream_flush_timeout must be seconds >= 0 (or None to wait for every "
+                f"chunk), got {raw!r}"
+            )
+        return timeout
 
     def _settle_stream(self, reason: str) -> None:
         # A new run (or dispatcher) starts clean: the previous one's chunks are waited for and

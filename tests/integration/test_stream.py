@@ -197,6 +197,28 @@ def test_an_unknown_dispatch_mode_is_refused() -> None:
         handler.send_data_to_stream(chunk_delta="x")
 
 
+@pytest.mark.parametrize("timeout", ["nan", float("nan"), -1, "soon"])
+def test_a_flush_timeout_that_cannot_work_is_refused_before_anything_is_sent(
+    dispatcher: StreamDispatcher, lambda_client: Any, sent: LambdaCapture, timeout: object
+) -> None:
+    with pytest.raises(ValueError, match="stream_flush_timeout"):
+        stream_handler(dispatcher, client=lambda_client, stream_flush_timeout=timeout)
+    handler = stream_handler(None, client=lambda_client, stream_flush_timeout=timeout)
+    with pytest.raises(ValueError, match="stream_flush_timeout"):
+        handler.send_data_to_stream(chunk_delta="x")
+    assert len(sent) == 0
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), "inf", None])
+def test_an_endless_flush_timeout_waits_for_every_chunk(
+    dispatcher: StreamDispatcher, lambda_client: Any, sent: LambdaCapture, timeout: object
+) -> None:
+    handler = stream_handler(dispatcher, client=lambda_client, stream_flush_timeout=timeout)
+    handler.send_data_to_stream(index=0, chunk_delta="x")
+    handler.send_data_to_stream(index=1, is_message_end=True)
+    assert len(sent) == 2
+
+
 # -- background Lambda ----------------------------------------------------------------------
 def test_background_lambda_returns_first_and_delivers_by_the_message_end(
     dispatcher: StreamDispatcher, lambda_client: Any, sent: LambdaCapture
