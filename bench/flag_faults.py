@@ -20,7 +20,7 @@ from typing import Any
 from openfeature import api
 from openfeature.contrib.tools.flagd.core import FlagdCore
 
-from ai_agent_handler import FLAG_DOMAIN, FLAG_KEY, AIAgentEventHandler, FlagFileProvider
+from ai_agent_handler import FLAG_DOMAIN, FLAG_KEY, FlagFileProvider
 from ai_agent_handler.flag_file.document import parse
 from ai_agent_handler.flag_file.sources import S3Source
 
@@ -28,36 +28,27 @@ from .common import (
     Row,
     Section,
     flag_document,
-    new_run,
     no_op_seam,
     percentile,
     write_atomically,
 )
 from .drip import DripServer, s3_client
+from .flag_change import Probe
 
 TARGET_P99_MS = 1.0
 TARGET_MAX_MS = 10.0
 
 
-class Runs:
-    """Starts runs one after another and times each run's decision (its first chunk)."""
-
-    def __init__(self) -> None:
-        self.handler = AIAgentEventHandler(logging.getLogger("bench"), {"agent_name": "bench"})
-        self.handler.endpoint_id = "aws-prod-us-east-1"
-        self.handler.part_id = "acme-corp"
-        self.handler.connection_id = "conn-bench"
-        self.count = 0
+class Runs(Probe):
+    """A :class:`~.flag_change.Probe` that times each run's decision (its first chunk)."""
 
     def timed(self, seconds: float, gap: float = 0.001) -> list[float]:
         """Decision times (s) of the runs started in ``seconds``, ``gap`` apart."""
         times: list[float] = []
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
-            self.count += 1
             began = time.perf_counter()
-            self.handler.run = new_run(f"run-{self.count}")
-            self.handler.send_data_to_stream(0, "text", "x")
+            self.scheme()
             times.append(time.perf_counter() - began)
             time.sleep(gap)
         return times
