@@ -142,14 +142,15 @@ def _use_flag_file(path: Path) -> None:
 
     A deployed handler configures it itself from ``rollout_phase`` / ``flag_source`` once per
     process; the demo switches phases in one process, so it registers the provider itself.
-    ``min_interval=0`` checks the file at every run (the default, 0.1 s, is as good for
-    people but would make the demo wait).
+    The file is checked at every run (the default); ``refresh_wait=1`` makes each run wait
+    for a check that found a change (the default waits at most 5 ms, then decides on the
+    flags it has), so every printed step shows the change just made.
     """
     from openfeature import api
 
     from ai_agent_handler import FLAG_DOMAIN, FlagFileProvider
 
-    api.set_provider_and_wait(FlagFileProvider(path, min_interval=0), domain=FLAG_DOMAIN)
+    api.set_provider_and_wait(FlagFileProvider(path, refresh_wait=1), domain=FLAG_DOMAIN)
 
 
 def _scheme_cell(calls: list[tuple[str, str, str, str]]) -> str:

@@ -165,7 +165,9 @@ def test_long_lived_handler_sees_a_reload_on_its_next_run(
 ) -> None:
     path = tmp_path / "staging.json"
     path.write_bytes(dump(rollout(version=1)))
-    handler = make_handler(rollout_phase="staging", flag_source=str(path), flag_min_interval=0)
+    handler = make_handler(
+        rollout_phase="staging", flag_source=str(path), flag_min_interval=0, flag_refresh_wait=5
+    )
     handler.invoke_async_funct("f")
     assert sent[-1].payload["endpoint_id"] == "aws-prod"
     assert sent[-1].payload["key_scheme"] == "legacy"

@@ -24,7 +24,9 @@ from openfeature.evaluation_context import EvaluationContext
 
 source, endpoint_url = sys.argv[1], sys.argv[2]
 client = boto3.client("s3", endpoint_url=endpoint_url) if endpoint_url else None
-provider = FlagFileProvider(source, s3_client=client, min_interval=0)
+# Each answer waits for its check (a check on every evaluation): the fleet test is about
+# what the members see after a change, not how soon a check lands.
+provider = FlagFileProvider(source, s3_client=client, min_interval=0, refresh_wait=10)
 provider.initialize(EvaluationContext())
 print("ready", flush=True)
 for line in sys.stdin:

@@ -243,7 +243,7 @@ def test_code_shaped_flag_files_are_invalid_data(tmp_path: Path, content: Any) -
     sentinel = tmp_path / "pwned"
     path = tmp_path / "flags.json"
     path.write_bytes(_flag_file({"if": [True, "composite", "legacy"]}))  # good: composite
-    provider = FlagFileProvider(path, min_interval=0)
+    provider = FlagFileProvider(path, min_interval=0, refresh_wait=5)
     api.set_provider_and_wait(provider, domain=FLAG_DOMAIN)
     assert decision.decide("ep", "p", run_uuid="r0").routing_key == "ep#p"
     path.write_bytes(content(_code(sentinel)))

@@ -55,10 +55,16 @@ def test_flag_min_interval(raw: object, expected: float | None) -> None:
     assert settings.flag_min_interval({"flag_min_interval": raw}) == expected
 
 
-@pytest.mark.parametrize("raw", ["-1", "nan", "NaN", "soon", "1s", -0.5, math.nan])
-def test_a_bad_interval_is_refused(raw: object) -> None:
-    with pytest.raises(FlagConfigError, match="flag_min_interval"):
-        settings.flag_min_interval({"flag_min_interval": raw})
+@pytest.mark.parametrize("key", ["flag_min_interval", "flag_refresh_wait"])
+@pytest.mark.parametrize("raw", ["-1", "nan", "NaN", "inf", "soon", "1s", -0.5, math.nan, math.inf])
+def test_a_bad_number_of_seconds_is_refused(key: str, raw: object) -> None:
+    with pytest.raises(FlagConfigError, match=f"{key} .* must be a finite number"):
+        getattr(settings, key)({key: raw})
+
+
+def test_flag_refresh_wait() -> None:
+    assert settings.flag_refresh_wait({}) is None  # the provider's default
+    assert settings.flag_refresh_wait({"flag_refresh_wait": "0.25"}) == 0.25
 
 
 @pytest.mark.parametrize(
