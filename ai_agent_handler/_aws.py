@@ -37,6 +37,7 @@ __all__ = [
     "lambda_client",
     "parse_s3_uri",
     "s3_client",
+    "s3_uri",
     "shared_lambda_client",
 ]
 
@@ -116,21 +117,32 @@ def shared_lambda_client(setting: Mapping[str, Any]) -> LambdaClient:
 
 
 def is_s3_uri(location: str) -> bool:
-    """True for ``s3://...``: the location is an S3 object, not a filesystem path."""
-    return location.startswith("s3://")
+    """True when ``location`` names S3: its scheme is ``s3:`` in any case (``S3://b/k``).
+
+    A malformed one (``s3:/b/k``, ``s3:///k``, ``s3://bucket``) is S3 too, so that
+    :func:`parse_s3_uri` refuses it instead of it being taken for a local path.
+    """
+    return location[:3].lower() == "s3:"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> ``(bucket, key)``.
+    """``s3://bucket/key`` (scheme in any case) -> ``(bucket, key)``.
 
-    Raises :class:`~ai_agent_handler.FlagConfigError` when the bucket or the key is missing,
-    or the key names a folder (ends with ``/``).
+    Raises :class:`~ai_agent_handler.FlagConfigError` when the scheme is not followed by
+    ``//``, the bucket or the key is missing, or the key names a folder (ends with ``/``).
     """
-    rest = uri[len("s3://") :] if is_s3_uri(uri) else ""
+    rest = uri[len("s3://") :] if is_s3_uri(uri) and uri[3:5] == "//" else ""
     bucket, _, key = rest.partition("/")
     if not bucket or not key or key.endswith("/"):
-        raise FlagConfigError(f"not an S3 object URI (s3://bucket/key): {uri!r}")
+        raise FlagConfigError(f"not an S3 object URI (expected s3://bucket/key): {uri!r}")
     return bucket, key
+
+
+def s3_uri(location: str) -> str:
+    """``location`` as the canonical ``s3://bucket/key`` (lower-case scheme); raises like
+    :func:`parse_s3_uri`."""
+    bucket, key = parse_s3_uri(location)
+    return f"s3://{bucket}/{key}"
 
 
 def error_code(err: ClientError) -> str:

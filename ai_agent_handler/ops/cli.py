@@ -1,9 +1,16 @@
 """``ai-agent-rollout``: steer the partition-key flag through the phase files.
 
 Operators never hand-edit the JSON: every change is one command that validates the new
-file, writes it atomically under a lock (a conditional put for ``s3://`` files), bumps
-``metadata.version`` and appends an audit record. Running handlers pick the change up on
-their next run. ``--help`` shows the commands with examples; ``rollout.md`` is the runbook.
+file, writes it atomically under a lock (a conditional put for ``s3://`` files), raises
+``metadata.version`` above every version the file has had and appends an audit record; a
+command that changes nothing writes nothing. Running handlers pick the change up on their
+next run. ``--help`` shows the commands with examples; ``rollout.md`` is the runbook, and its
+section 1 the table of exit codes.
+
+Every value of the command line is checked before any file is read (exit 2). ``--phase``
+names ``flags/<phase>.flagd.json`` of the repository checkout the current folder is in;
+outside a checkout it names the copy installed with the package, which is read, never
+written.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ import getpass
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
+from .. import _aws
 from ..exceptions import (
     ConflictError,
     FlagConfigError,
@@ -28,12 +38,14 @@ from ..exceptions import (
 )
 from ..flag_file import default_provider
 from ..flag_file.document import parse
+from ..partition_key import validate_id
 from ..settings import PHASES
 from . import edits
 from .explain import explain
-from .store import Change, Edit, FlagStore, Snapshot, commit, open_store
+from .store import Change, Edit, FlagStore, Snapshot, commit, open_store, seed
 
 __all__ = [
+    "COMMANDS",
     "EXIT_CONFLICT",
     "EXIT_ERROR",
     "EXIT_INVALID",
@@ -46,19 +58,37 @@ __all__ = [
 PROG = "ai-agent-rollout"
 ACTOR_ENV = "AI_AGENT_ROLLOUT_ACTOR"
 
+#: Done, or nothing to do (an edit that changes nothing, a file already seeded).
 EXIT_OK = 0
-#: Reading or writing failed (missing file, permission, AWS error); nothing was changed.
+#: Reading or writing failed (missing file or folder, permission, AWS error); nothing written.
 EXIT_ERROR = 1
-#: The command line is wrong.
+#: The command line is wrong (nothing was read or written).
 EXIT_USAGE = 2
 #: The flag file is invalid, or the edit would make it invalid / cannot apply; nothing written.
 EXIT_INVALID = 3
 #: Someone else changed the file meanwhile (S3 ETag) or holds the lock; nothing written.
 EXIT_CONFLICT = 4
 
+#: The subcommands, and those that write.
+COMMANDS = (
+    "status",
+    "explain",
+    "set",
+    "allow",
+    "disallow",
+    "percent",
+    "rollback",
+    "seed",
+    "validate",
+)
+WRITES = frozenset({"set", "allow", "disallow", "percent", "rollback", "seed"})
+
+INSTALLED_NOTE = "shipped with the installed package, read-only"
+
 EPILOG = f"""\
 examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/production.flagd.json):
-  {PROG} status                               state of the three shipped phase files
+  {PROG} status                               state of the three phase files
+  {PROG} --file $P seed --from production     create the live file once (re-running is harmless)
   {PROG} --file $P status                     what the production fleet is told
   {PROG} --file $P explain --endpoint aws-prod-us-east-1 --part-id acme-corp
   {PROG} --file $P allow aws-prod-eu-west-1 --reason "CHG-42 canary"
@@ -69,10 +99,14 @@ examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/product
   {PROG} validate flags/*.flagd.json
 
 rollback = legacy key for every endpoint, right away (running handlers: from their next run).
---phase NAME edits the file shipped with the code (released with it), not a fleet's live file.
+--phase NAME is the repository's flags/NAME.flagd.json when run inside a checkout (it ships
+with the next release, not to a running fleet); elsewhere it is the copy installed with the
+package, which status, explain and validate read and nothing writes.
+A command that would change nothing writes nothing (no version, no audit record, no lock).
 
-exit codes: 0 ok; 1 read/write/AWS error; 2 bad command line; 3 invalid flag file or edit
-refused; 4 someone else changed the file meanwhile (nothing written: run it again).
+exit codes: 0 done or nothing to do; 1 read/write/AWS error; 2 bad command line; 3 invalid
+flag file or edit refused; 4 someone else changed the file or holds the lock. Nothing is
+written on any error. What each means and what to do: rollout.md, section 1, "Exit codes".
 environment: {ACTOR_ENV} names you in the audit record (default: your OS user);
 AWS_PROFILE / AWS_REGION etc. for s3:// files. Runbook: rollout.md.
 """
@@ -109,7 +143,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--phase",
         choices=PHASES,
         default=default(None),
-        help="the phase file shipped with the package (flags/<phase>.flagd.json)",
+        help="the phase file flags/<phase>.flagd.json of the repository checkout you are in "
+        "(outside a checkout: the copy installed with the package, read-only)",
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="machine-readable output"
@@ -161,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
         )
 
-    add("status", "who gets which key, per phase file (all shipped phases by default)")
+    add("status", "who gets which key, per phase file (all three phases by default)")
     explain = add("explain", "the key one endpoint gets, and which rule decides it")
     explain.add_argument("--endpoint", required=True, metavar="ENDPOINT_ID")
     explain.add_argument("--part-id", metavar="PART_ID")
@@ -172,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument(
         "--remove", action="store_true", help="take them off the allow-list (same as disallow)"
     )
-    disallow = add("disallow", "take endpoints off the allow-list (the percentage decides)")
+    disallow = add(
+        "disallow",
+        "take endpoints off the allow-list (the percentage decides); an endpoint that is not "
+        "listed is an error",
+    )
     disallow.add_argument("endpoints", nargs="+", metavar="ENDPOINT_ID")
     percent = add("percent", "composite key for N % of the endpoints not allow-listed")
     percent.add_argument(
@@ -185,7 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a legacy flag file when the file does not exist (a missing file is "
         "otherwise an error: a mistyped path must not look like a successful rollback)",
     )
-    check = add("validate", "check flag files (default: the shipped phase files)")
+    seed_cmd = add(
+        "seed",
+        "create the --file (a fleet's live file) from a phase file, once: when it exists "
+        'already nothing is written ("already seeded", exit 0), so running it again is '
+        "harmless; its version continues the file's audited versions",
+    )
+    seed_cmd.add_argument(
+        "--from",
+        dest="seed_from",
+        required=True,
+        metavar="FILE|PHASE",
+        help="the flag file to copy: a path, an s3:// URI, or a phase name (dev, staging, "
+        "production: flags/<phase>.flagd.json as --phase finds it; ./production for a file "
+        "of that name)",
+    )
+    check = add("validate", "check flag files (default: the three phase files)")
     check.add_argument("files", nargs="*", metavar="FILE")
     return parser
 
@@ -211,34 +265,214 @@ def _percent(text: str) -> int:
     return value
 
 
+# -- the command line, checked before any file is read ----------------------------------------
+
+_UNSET = "is the variable you passed unset?"
+
+
+def _swallowed_command(argv: Sequence[str]) -> str | None:
+    """Why the command line failed when ``--file``/``--phase`` took a command's name as its
+    value (``--file $PROD status`` with ``PROD`` unset or empty); None otherwise."""
+    for at, word in enumerate(argv):
+        for option in ("--file", "--phase"):
+            if word == option and at + 1 < len(argv):
+                value = argv[at + 1]
+            elif word.startswith(option + "="):
+                value = word[len(option) + 1 :]
+            else:
+                continue
+            if value in COMMANDS:
+                return (
+                    f"{option} got the command name {value!r}, probably from an empty or unset "
+                    f'variable (such as {option} $PROD with PROD unset); quote it: {option} "$PROD"'
+                )
+    return None
+
+
+def _not_empty(what: str, value: str | None) -> None:
+    if value is not None and value == "":
+        raise _CliError(f"{what} is empty: {_UNSET}", EXIT_USAGE)
+
+
+def _check_id(field: str, value: str) -> None:
+    """An id given on the command line: refused here (exit 2) as the handler would refuse it,
+    and when empty or not printable (a stray control character from a paste)."""
+    if value == "":
+        raise _CliError(f"{field} is empty: {_UNSET}", EXIT_USAGE)
+    try:
+        validate_id(field, value)
+    except PartitionKeyError as err:
+        raise _CliError(str(err), EXIT_USAGE) from err
+    if not value.isprintable():
+        raise _CliError(
+            f"{field} must be printable characters only (no tabs, control or format "
+            f"characters): {value!r}",
+            EXIT_USAGE,
+        )
+
+
+def _location(text: str) -> str:
+    """A ``--file``/``FILE`` value: a path, or an S3 URI in its one spelling
+    (``S3://b/k`` is ``s3://b/k``; ``s3:/b/k`` and other malformed ones are refused)."""
+    if not _aws.is_s3_uri(text):
+        return text
+    try:
+        return _aws.s3_uri(text)
+    except FlagConfigError as err:
+        raise _CliError(str(err), EXIT_USAGE) from err
+
+
+def _check_command_line(args: argparse.Namespace) -> None:
+    """Every value of the command line, before any file is read or lock taken (exit 2)."""
+    _not_empty("--file", args.file)
+    _not_empty("--audit-log", args.audit_log)
+    if args.file:
+        args.file = _location(args.file)
+    command = args.command
+    if command == "validate":
+        for name in args.files:
+            _not_empty("validate: FILE", name)
+        args.files = [_location(name) for name in args.files]
+    if command in ("allow", "disallow"):
+        for endpoint in args.endpoints:
+            _check_id("endpoint_id", endpoint)
+    if command == "explain":
+        _check_id("endpoint_id", args.endpoint)
+        if args.part_id is not None:
+            _check_id("part_id", args.part_id)
+    if command == "seed":
+        if args.file is None:
+            raise _CliError(
+                "seed needs --file PATH|s3://BUCKET/KEY (the live file to create) and "
+                "--from FILE|PHASE",
+                EXIT_USAGE,
+            )
+        _not_empty("--from", args.seed_from)
+        if args.seed_from not in PHASES:
+            args.seed_from = _location(args.seed_from)
+
+
 # -- where files are ------------------------------------------------------------------------
 
+Origin = Literal["file", "checkout", "installed"]
 
-def _shipped_flag_file(phase: str) -> Path:
-    """The phase file shipped with the package (the deploy-time truth)."""
+#: The project name in a checkout's pyproject.toml, normalised (PEP 503).
+_PROJECT = "ai-agent-handler"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A flag file a command applies to, and where it comes from: given with ``--file``, a
+    phase file of the repository checkout, or the copy installed with the package."""
+
+    phase: str | None
+    source: str
+    origin: Origin
+
+    def note(self) -> str:
+        return f" ({INSTALLED_NOTE})" if self.origin == "installed" else ""
+
+
+def _project_name(pyproject: Path) -> str | None:
+    """``name`` of the ``[project]`` table of a pyproject.toml, normalised; None if none."""
     try:
-        return default_provider.shipped_flag_file(phase)
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    table: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]\s*(#.*)?", stripped)
+        if header:
+            table = header.group(1)
+            continue
+        if table == "project":
+            found = re.match(r"""name\s*=\s*(["'])([^"']+)\1""", stripped)
+            if found:
+                return re.sub(r"[-_.]+", "-", found.group(2)).lower()
+    return None
+
+
+def _is_checkout(directory: Path) -> bool:
+    """A checkout of this repository: its pyproject.toml names this project."""
+    return _project_name(directory / "pyproject.toml") == _PROJECT
+
+
+def _checkout_file(phase: str) -> Path | None:
+    """``flags/<phase>.flagd.json`` of the checkout the current folder is in, if any."""
+    try:
+        here = Path.cwd()
+    except OSError:  # the current folder was removed
+        return None
+    name = f"{phase}.flagd.json"
+    for directory in (here, *here.parents):
+        candidate = directory / "flags" / name
+        if candidate.is_file() and _is_checkout(directory):
+            return candidate
+    return None
+
+
+def _phase_target(phase: str) -> _Target:
+    """The file ``--phase`` names: the checkout's from the current folder up, else the
+    shipped copy, which is a checkout's too for an editable install."""
+    found = _checkout_file(phase)
+    if found is not None:
+        return _Target(phase, str(found), "checkout")
+    try:
+        shipped = default_provider.shipped_flag_file(phase)
     except (FlagConfigError, FileNotFoundError) as err:
         raise _CliError(str(err), EXIT_ERROR) from err
+    in_checkout = shipped.parent.name == "flags" and _is_checkout(shipped.parent.parent)
+    return _Target(phase, str(shipped), "checkout" if in_checkout else "installed")
 
 
-def _sources(args: argparse.Namespace) -> list[tuple[str | None, str]]:
-    """``(phase, source)`` pairs the command applies to."""
-    if args.file:
-        return [(None, str(args.file))]
+def _installed_package() -> Path | None:
+    """The folder of this installed package; None when it is a checkout's (editable)."""
+    package = Path(__file__).resolve().parent.parent
+    return None if _is_checkout(package.parent) else package
+
+
+def _targets(args: argparse.Namespace) -> list[_Target]:
+    """The files the command applies to."""
+    if args.file is not None:
+        return [_Target(None, args.file, "file")]
     if args.phase:
-        return [(args.phase, str(_shipped_flag_file(args.phase)))]
-    return [(phase, str(_shipped_flag_file(phase))) for phase in PHASES]
+        return [_phase_target(args.phase)]
+    return [_phase_target(phase) for phase in PHASES]
 
 
-def _one_source(args: argparse.Namespace) -> tuple[str | None, str]:
-    if not args.file and not args.phase:
+def _one_target(args: argparse.Namespace) -> _Target:
+    if args.file is None and not args.phase:
         raise _CliError(
             f"{args.command} needs --file PATH|s3://BUCKET/KEY or --phase "
             f"{{{','.join(PHASES)}}} (see {PROG} --help)",
             EXIT_USAGE,
         )
-    return _sources(args)[0]
+    return _targets(args)[0]
+
+
+def _write_target(args: argparse.Namespace) -> _Target:
+    """The file a change goes to: never one inside the installed package."""
+    target = _one_target(args)
+    if target.origin == "installed":
+        name = f"flags/{target.phase}.flagd.json"
+        raise _CliError(
+            f"--phase {target.phase} names the file installed with the package "
+            f"({target.source}); run from a checkout of the repository to edit {name}, "
+            "or use --file PATH",
+            EXIT_USAGE,
+        )
+    package = _installed_package()
+    if package is not None and not _aws.is_s3_uri(target.source):
+        resolved = Path(os.path.realpath(target.source))
+        if resolved.is_relative_to(package):
+            raise _CliError(
+                f"{target.source} is inside the installed package ({package}); writes never "
+                "go there: edit flags/<phase>.flagd.json in a checkout of the repository, or "
+                "a live file with --file PATH",
+                EXIT_USAGE,
+            )
+    return target
 
 
 def _store(args: argparse.Namespace, source: str) -> FlagStore:
@@ -264,35 +498,66 @@ def _read_valid(store: FlagStore) -> tuple[Snapshot, dict[str, Any]]:
 # -- read-only commands ---------------------------------------------------------------------
 
 
-def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    rows: list[dict[str, Any]] = []
-    code = EXIT_OK
-    for phase, source in _sources(args):
-        row: dict[str, Any] = {"phase": phase, "source": source}
-        try:
-            _, doc = _read_valid(_store(args, source))
-        except _CliError as err:
-            code = max(code, err.code)
-            row.update(valid=False, error=str(err), state=None, version=None)
-        else:
-            row.update(
-                phase=phase or edits.phase_of(doc, source),
-                valid=True,
-                error=None,
-                state=edits.read_state(doc).to_json(),
-                version=edits.version_of(doc),
-            )
+def _file_row(args: argparse.Namespace, target: _Target) -> tuple[dict[str, Any], int]:
+    """One file of ``status`` / ``validate``, and the exit code it calls for."""
+    source = target.source
+    row: dict[str, Any] = {
+        "phase": target.phase,
+        "source": source,
+        "origin": target.origin,
+        "valid": False,
+        "version": None,
+        "state": None,
+        "error": None,
+        "problems": [],
+    }
+    try:
+        snapshot = _store(args, source).read()
+        if snapshot.data is None:
+            raise _CliError(f"{source}: no such file", EXIT_ERROR)
+        doc = parse(snapshot.data, source=source)
+    except FlagFileError as err:
+        row.update(error=str(err), problems=list(err.problems))
+        return row, EXIT_INVALID
+    except StoreError as err:
+        row["error"] = str(err)
+        return row, EXIT_ERROR
+    except _CliError as err:
+        row["error"] = str(err)
+        return row, err.code
+    row.update(
+        phase=target.phase or edits.phase_of(doc, source),
+        valid=True,
+        version=edits.version_of(doc),
+        state=edits.read_state(doc).to_json(),
+    )
+    return row, EXIT_OK
+
+
+def _file_rows(
+    args: argparse.Namespace, targets: list[_Target]
+) -> tuple[list[dict[str, Any]], int]:
+    rows, code = [], EXIT_OK
+    for target in targets:
+        row, row_code = _file_row(args, target)
         rows.append(row)
+        code = max(code, row_code)
     _summary_on_stderr([row["error"] for row in rows if row["error"]], len(rows))
+    return rows, code
+
+
+def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    targets = _targets(args)
+    rows, code = _file_rows(args, targets)
     if args.json:
         out(json.dumps({"files": rows}, indent=2))
         return code
     width = max(len(str(row["phase"])) for row in rows)
-    for row in rows:
+    for row, target in zip(rows, targets, strict=True):
         label = str(row["phase"] or "?").ljust(width)
         if row["valid"]:
             out(f"{label}  {row['state']['description']}")
-            out(f"{' ' * width}  version {row['version']}, {row['source']}")
+            out(f"{' ' * width}  version {row['version']}, {row['source']}{target.note()}")
         else:
             out(f"{label}  UNREADABLE OR INVALID: {row['error']}")
     return code
@@ -312,58 +577,40 @@ def _summary_on_stderr(errors: list[str], total: int) -> None:
 
 
 def _validate(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    pairs = [(None, f) for f in args.files] if args.files else _sources(args)
-    results: list[dict[str, Any]] = []
-    code = EXIT_OK
-    for _, source in pairs:
-        result: dict[str, Any] = {"source": source, "valid": False, "problems": []}
-        try:
-            snapshot = _store(args, source).read()
-            if snapshot.data is None:
-                raise _CliError(f"{source}: no such file", EXIT_ERROR)
-            doc = parse(snapshot.data, source=source)
-        except FlagFileError as err:
-            code = max(code, EXIT_INVALID)
-            result["problems"] = err.problems
-            result["error"] = str(err)
-        except (_CliError, StoreError) as err:
-            code = max(code, getattr(err, "code", EXIT_ERROR))
-            result["error"] = str(err)
-        else:
-            result.update(
-                valid=True,
-                version=edits.version_of(doc),
-                state=edits.read_state(doc).describe(),
-            )
-        results.append(result)
-    _summary_on_stderr([r["error"] for r in results if not r["valid"]], len(results))
+    given = [_Target(None, name, "file") for name in args.files]
+    targets = given or _targets(args)
+    rows, code = _file_rows(args, targets)
     if args.json:
-        out(json.dumps({"files": results}, indent=2))
-    else:
-        for result in results:
-            if result["valid"]:
-                out(f"ok       {result['source']} (version {result['version']}): {result['state']}")
-            else:
-                out(f"INVALID  {result['error']}")
-                for problem in result["problems"][1:]:
-                    out(f"         also: {problem}")
+        out(json.dumps({"files": rows}, indent=2))
+        return code
+    for row, target in zip(rows, targets, strict=True):
+        if row["valid"]:
+            note = f"; {INSTALLED_NOTE}" if target.origin == "installed" else ""
+            state = row["state"]["description"]
+            out(f"ok       {row['source']} (version {row['version']}{note}): {state}")
+        else:
+            out(f"INVALID  {row['error']}")
+            for problem in row["problems"][1:]:
+                out(f"         also: {problem}")
     return code
 
 
 def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    phase, source = _one_source(args)
-    store = _store(args, source)
-    _, doc = _read_valid(store)
-    phase = phase or edits.phase_of(doc, source)
+    target = _one_target(args)
+    source = target.source
+    _, doc = _read_valid(_store(args, source))
+    phase = target.phase or edits.phase_of(doc, source)
     try:
-        result = explain(source, doc, args.endpoint, args.part_id, phase)
+        said = explain(source, doc, args.endpoint, args.part_id, phase)
     except PartitionKeyError as err:
         raise _CliError(str(err), EXIT_USAGE) from err
+    result = {"source": said.pop("source"), "phase": said.pop("phase"), "origin": target.origin}
+    result.update(said)
     if args.json:
         out(json.dumps(result, indent=2))
         return EXIT_OK
     part = f", part_id {result['part_id']}" if result["part_id"] else ""
-    out(f"endpoint {result['endpoint_id']}{part}, phase {phase or '?'}, {source}:")
+    out(f"endpoint {result['endpoint_id']}{part}, phase {phase or '?'}, {source}{target.note()}:")
     scheme = f"{result['key_scheme']} key"
     if not result["part_id"]:
         scheme = "no part_id: endpoint_id is the key whatever the flag says"
@@ -372,7 +619,9 @@ def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     out(f"  rule     {result['rule']}")
     if result.get("error_code"):
         out(f"  error    {result['error_code']}: {result.get('error_message') or ''}")
-    out(f"  file     version {result['flag_set_version']}")
+    out(f"  file     version {result['version']}")
+    for note in result["notes"]:
+        out(f"  note     {note}")
     return EXIT_OK
 
 
@@ -389,48 +638,126 @@ def _actor() -> str:
         return f"uid:{os.getuid()}"
 
 
-def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, edit: Edit) -> int:
-    phase, source = _one_source(args)
-    store = _store(args, source)
-    rollback = args.command == "rollback"
+def _changing(work: Callable[[], Change]) -> Change:
+    """Run a change, its errors as exit codes."""
     try:
-        change = commit(
-            store,
-            edit,
-            command=label,
-            actor=_actor(),
-            reason=args.reason,
-            phase=phase,
-            repair=rollback,
-            create=rollback and bool(getattr(args, "create", False)),
-        )
+        return work()
     except ConflictError as err:
         raise _CliError(str(err), EXIT_CONFLICT) from err
     except StoreError as err:
         raise _CliError(str(err), EXIT_ERROR) from err
     except (FlagFileError, FlagEditError) as err:
         raise _CliError(str(err), EXIT_INVALID) from err
-    where = f"--file {source}" if args.file else f"--phase {change.phase}"
+
+
+def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, edit: Edit) -> int:
+    target = _write_target(args)
+    store = _store(args, target.source)
+    rollback = args.command == "rollback"
+    change = _changing(
+        lambda: commit(
+            store,
+            edit,
+            command=label,
+            actor=_actor(),
+            reason=args.reason,
+            phase=target.phase,
+            repair=rollback,
+            create=rollback and bool(getattr(args, "create", False)),
+        )
+    )
+    warnings = _look_alikes(args, change)
+    return _report(args, out, target, change, warnings=warnings)
+
+
+def _look_alikes(args: argparse.Namespace, change: Change) -> list[str]:
+    """``allow`` of a name that is a listed one typed differently (case, separators)."""
+    if args.command != "allow" or args.remove or not change.changed or change.before is None:
+        return []
+    listed = change.before.allowed
+    warnings = []
+    for endpoint in args.endpoints:
+        like = edits.spelled_like(endpoint, listed) if endpoint not in listed else []
+        if like:
+            warnings.append(
+                f"{endpoint} differs from the listed {', '.join(like)} only in case or "
+                f"separators: check it is not a typo (`disallow {endpoint}` takes it off again)"
+            )
+    return warnings
+
+
+def _seed(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    target = _write_target(args)
+    origin = args.seed_from
+    source = _phase_target(origin) if origin in PHASES else _Target(None, origin, "file")
+    _, document = _read_valid(_store(args, source.source))
+    notes = []
+    named = edits.phase_of(None, target.source)
+    says = edits.phase_of(document, None)
+    if named and says and named != says:
+        notes.append(f"the source is a {says} file; the file name says {named}")
+    store = _store(args, target.source)
+    change = _changing(
+        lambda: seed(
+            store,
+            document,
+            command=f"seed --from {origin}",
+            actor=_actor(),
+            reason=args.reason,
+        )
+    )
+    return _report(args, out, target, change, warnings=notes, seeded_from=origin)
+
+
+def _report(
+    args: argparse.Namespace,
+    out: Callable[[str], None],
+    target: _Target,
+    change: Change,
+    *,
+    warnings: list[str],
+    seeded_from: str | None = None,
+) -> int:
+    where = f"--file {target.source}" if args.file is not None else f"--phase {change.phase}"
     restore_lines = [f"{PROG} {where} {command}" for command in change.restore]
+    for warning in warnings:
+        print(f"{PROG}: note: {_printable(warning)}", file=sys.stderr, flush=True)
     if args.json:
-        out(json.dumps({**change.to_json(), "restore": restore_lines}, indent=2))
+        body = change.to_json()
+        body.update(origin=target.origin, restore=restore_lines)
+        body["notes"] = [*body["notes"], *warnings]
+        if seeded_from is not None:
+            body["from"] = seeded_from
+        out(json.dumps(body, indent=2))
         return EXIT_OK
-    _print_change(change, restore_lines, out)
+    _print_change(change, restore_lines, out, seeded_from=seeded_from)
     return EXIT_OK
 
 
-def _print_change(change: Change, restore_lines: list[str], out: Callable[[str], None]) -> None:
+def _print_change(
+    change: Change,
+    restore_lines: list[str],
+    out: Callable[[str], None],
+    *,
+    seeded_from: str | None,
+) -> None:
     name = change.phase or change.source
     if not change.changed:
+        if seeded_from is not None:
+            out(f"{change.source}: {change.notes[0]}")
+            return
         already = change.after.describe()
         out(f"{name}: unchanged, already {already} (version {change.version_before})")
         return
-    out(f"{name}: {change.after.describe()}")
-    out(f"  was: {change.before.describe() if change.before else 'unreadable'}")
-    out(
-        f"  version {change.version_before} -> {change.version_after}, written to "
-        f"{change.source}; audit {change.audit}"
-    )
+    if seeded_from is not None:
+        out(f"{name}: seeded from {seeded_from}: {change.after.describe()}")
+    else:
+        out(f"{name}: {change.after.describe()}")
+        out(f"  was: {change.before.describe() if change.before else 'unreadable'}")
+    versions = f"{change.version_before} -> {change.version_after}"
+    if change.version_before is None:
+        versions = str(change.version_after)
+    out(f"  version {versions}, written to {change.source}; audit {change.audit}")
     for note in change.notes:
         out(f"  note: {note}")
     if restore_lines:
@@ -449,6 +776,8 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return _validate(args, out)
     if command == "explain":
         return _explain(args, out)
+    if command == "seed":
+        return _seed(args, out)
     if command == "set":
         variant = args.variant
         return _change(args, out, f"set {variant}", lambda d: edits.set_everywhere(d, variant))
@@ -472,7 +801,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in argv
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except _CliError as err:
+            raise _CliError(_swallowed_command(argv) or str(err), err.code) from None
+        _check_command_line(args)
         # --json output is JSON (ASCII, every control character escaped); the human lines
         # carry ids and paths from files and command lines: escaped for the terminal.
         return _run(args, lambda line: print(line if args.json else _printable(line), flush=True))

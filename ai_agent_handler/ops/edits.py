@@ -24,7 +24,9 @@ input. Writing, locking and validation against the flagd schema are the caller's
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -43,9 +45,12 @@ __all__ = [
     "allow",
     "bump_version",
     "canonical_targeting",
+    "did_you_mean",
     "disallow",
     "fresh_document",
     "loose_document",
+    "loose_version",
+    "names",
     "phase_of",
     "read_state",
     "rebuild_legacy",
@@ -53,7 +58,9 @@ __all__ = [
     "rollback",
     "set_everywhere",
     "set_percent",
+    "spelled_like",
     "version_of",
+    "with_version",
 ]
 
 FLAG_SET_ID = "ai_agent_handler"
@@ -103,14 +110,14 @@ class RolloutState:
         if self.kind == "allow-list":
             return (
                 f"composite for {len(self.allowed)} allow-listed endpoint(s): "
-                f"{_names(self.allowed)}; legacy for all others"
+                f"{names(self.allowed)}; legacy for all others"
             )
         if self.kind == "percent":
             return f"composite for {self.percent} % of endpoints; legacy for the rest"
         if self.kind == "allow-list-and-percent":
             return (
                 f"composite for {len(self.allowed)} allow-listed endpoint(s) "
-                f"({_names(self.allowed)}) and {self.percent} % of the others; "
+                f"({names(self.allowed)}) and {self.percent} % of the others; "
                 "legacy for the rest"
             )
         if self.kind == "disabled":
@@ -133,10 +140,48 @@ class RolloutState:
         }
 
 
-def _names(endpoints: Sequence[str], limit: int = 5) -> str:
+def names(endpoints: Sequence[str], limit: int = 5) -> str:
+    """``endpoints`` comma-separated, the first ``limit`` only (``... (+N more)``)."""
     shown = ", ".join(endpoints[:limit])
     more = len(endpoints) - limit
     return f"{shown}, ... (+{more} more)" if more > 0 else shown
+
+
+def did_you_mean(name: str, listed: Sequence[str], *, count: int = 2) -> list[str]:
+    """The listed names closest to ``name`` (a mistyped endpoint), best first; may be empty.
+
+    Near misses only (difflib ratio 0.8 or more), and only those about as close as the best
+    one: ``aws-prod-eu-west1`` suggests ``aws-prod-eu-west-1``, not every ``aws-prod-*``.
+    """
+    scored = []
+    for other in dict.fromkeys(listed):
+        matcher = difflib.SequenceMatcher(None, name, other)
+        if matcher.real_quick_ratio() >= 0.8 and matcher.quick_ratio() >= 0.8:
+            ratio = matcher.ratio()
+            if ratio >= 0.8:
+                scored.append((ratio, other))
+    if not scored:
+        return []
+    scored.sort(key=lambda item: -item[0])
+    best = scored[0][0]
+    return [other for ratio, other in scored[:count] if ratio >= best - 0.02]
+
+
+_SEPARATORS = re.compile(r"[-_.:/\s]+")
+
+
+def _spelling(name: str) -> str:
+    return _SEPARATORS.sub("", name).casefold()
+
+
+def spelled_like(name: str, listed: Sequence[str]) -> list[str]:
+    """Listed names that differ from ``name`` only in case or separators (``-_.:/``).
+
+    ``aws-prod-eu-west1`` is spelled like ``aws-prod-eu-west-1``: the same name typed badly.
+    ``aws-prod-eu-west-2`` is not: a neighbour with another number is another endpoint.
+    """
+    spelling = _spelling(name)
+    return [other for other in listed if other != name and _spelling(other) == spelling]
 
 
 def canonical_targeting(allowed: Sequence[str], percent: int) -> dict[str, Any]:
@@ -275,12 +320,34 @@ def version_of(doc: Mapping[str, Any]) -> int | None:
 
 def bump_version(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A copy with ``metadata.version`` one higher (1 when the document had none)."""
+    return with_version(doc, (version_of(doc) or 0) + 1)
+
+
+def with_version(doc: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """A copy with ``metadata.version`` set to ``version``."""
     new = copy.deepcopy(dict(doc))
     metadata = new.get("metadata")
     if not isinstance(metadata, dict):
         metadata = new["metadata"] = {}
-    metadata["version"] = (version_of(doc) or 0) + 1
+    metadata["version"] = version
     return new
+
+
+# "version": 12 or "version": "12" anywhere in the bytes; bounded digits, no backtracking.
+_VERSION_TEXT = re.compile(rb'"version"\s{0,64}:\s{0,64}"?(\d{1,18})')
+
+
+def loose_version(data: bytes | None) -> int | None:
+    """The version a file says it has, however broken it is: ``metadata.version`` of the
+    JSON object when it parses, else the highest ``"version": N`` in the bytes (a truncated
+    or hand-broken file still names it); None when there is none."""
+    doc = loose_document(data)
+    if doc is not None:
+        return version_of(doc)
+    if not data:
+        return None
+    found = [int(match) for match in _VERSION_TEXT.findall(data)]
+    return max(found) if found else None
 
 
 def _editable(doc: Mapping[str, Any], action: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -317,6 +384,13 @@ def _rollout_of(doc: Mapping[str, Any], action: str) -> tuple[list[str], int]:
 
 
 def _with_rollout(doc: Mapping[str, Any], allowed: Sequence[str], percent: int) -> dict[str, Any]:
+    state = read_state(doc)
+    if state.plain and not allowed:
+        everywhere = TOTAL_WEIGHT if state.kind == "composite-everywhere" else 0
+        if percent == everywhere:
+            # The same meaning as the plain switch: rewriting it in the canonical shape
+            # would be a change that changes nothing.
+            return copy.deepcopy(dict(doc))
     new, flag = _editable(doc, "edit")
     flag["state"] = "ENABLED"
     flag["variants"] = dict(VARIANTS)
@@ -386,11 +460,26 @@ def allow(doc: Mapping[str, Any], endpoints: Iterable[str]) -> dict[str, Any]:
 def disallow(doc: Mapping[str, Any], endpoints: Iterable[str]) -> dict[str, Any]:
     """Remove endpoints from the allow-list; the percentage then decides for them.
 
-    Idempotent: removing an endpoint that is not listed changes nothing.
+    Removing an endpoint that is not listed is refused (:class:`FlagEditError` naming the
+    listed endpoints, with "did you mean" for near misses): during an incident a mistyped
+    name must not look like a successful removal.
     """
     unwanted = _check_endpoints(endpoints)
     allowed, percent = _rollout_of(doc, "disallow")
+    missing = [e for e in unwanted if e not in allowed]
+    if missing:
+        raise FlagEditError(_not_listed(missing, allowed))
     return _with_rollout(doc, [e for e in allowed if e not in unwanted], percent)
+
+
+def _not_listed(missing: Sequence[str], allowed: Sequence[str]) -> str:
+    named = []
+    for endpoint in missing:
+        close = did_you_mean(endpoint, allowed)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        named.append(f"{endpoint}{hint}")
+    listed = f"listed: {names(allowed, limit=8)}" if allowed else "the allow-list is empty"
+    return f"cannot disallow {', '.join(named)}: not on the allow-list ({listed}); nothing written"
 
 
 def set_percent(doc: Mapping[str, Any], percent: int) -> dict[str, Any]:

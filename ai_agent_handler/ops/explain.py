@@ -32,7 +32,8 @@ def explain(
     """What a handler decides for ``endpoint`` with the flags in ``source``, and why.
 
     ``doc`` (the same file, already read) only names the rule that answered, and for the
-    percentage rule the smallest percentage at which this endpoint gets the composite key.
+    percentage rule the smallest percentage at which this endpoint gets the composite key;
+    ``notes`` says "did you mean" when the endpoint is not listed but a listed one is close.
     Raises :class:`~ai_agent_handler.PartitionKeyError` for an invalid id.
     """
     from openfeature import api
@@ -53,6 +54,11 @@ def explain(
     finally:
         api.set_provider(NoOpProvider(), domain=_EXPLAIN_DOMAIN)
     state = edits.read_state(doc)
+    notes: list[str] = []
+    if state.canonical and endpoint not in state.allowed:
+        close = edits.did_you_mean(endpoint, state.allowed)
+        if close:
+            notes.append(f"{endpoint} is not on the allow-list; did you mean {' or '.join(close)}?")
     threshold: int | None = None
     if decision.error_code:
         rule = f"evaluation error {decision.error_code}: the code default, legacy"
@@ -82,11 +88,19 @@ def explain(
         "reason": decision.reason,
         "error_code": decision.error_code,
         "error_message": decision.error_message,
-        "flag_set_version": decision.flag_set_version,
+        "version": _version(decision.flag_set_version, doc),
         "rule": rule,
         "composite_from_percent": threshold,
         "state": state.to_json(),
+        "notes": notes,
     }
+
+
+def _version(flag_set_version: str | None, doc: dict[str, Any]) -> int | None:
+    """The version of the flags that decided, as an int (the provider reports a string)."""
+    if flag_set_version is not None and flag_set_version.isdigit():
+        return int(flag_set_version)
+    return edits.version_of(doc)
 
 
 def composite_from(doc: dict[str, Any], context: EvaluationContext) -> int:

@@ -1,10 +1,22 @@
-"""An operator's change to a flag file, as one transaction: :func:`commit`.
+"""An operator's change to a flag file, as one transaction: :func:`commit` (and :func:`seed`).
 
 ``commit(store, edit, ...)`` holds the store's lock, reads the file, applies a pure edit
-(:mod:`.edits`), bumps ``metadata.version``, validates what will be written, opens the audit
-log, writes the file atomically and appends one audit record, and returns a :class:`Change`
-saying what happened. An edit that changes nothing writes nothing. The stores are where the
-file is: a local path or an S3 object. The guarantees an operator relies on, per kind of store:
+(:mod:`.edits`), gives it the next ``metadata.version``, validates what will be written,
+opens the audit log, writes the file atomically and appends one audit record, and returns a
+:class:`Change` saying what happened. An edit that changes nothing, and a change refused
+before writing (a missing file or folder, an invalid file, an edit that cannot apply), is
+answered before the lock is taken: it writes nothing and creates nothing, not even the lock
+file. ``seed(store, document, ...)`` creates a missing file from a phase file the same way,
+and leaves an existing one alone.
+
+**Versions only grow.** The next version is greater than every version the file has had:
+its own (read loosely from a broken file, :func:`.edits.loose_version`) and every version
+its audit records name (the JSON-lines log; on S3 the names of the ``<key>.audit/`` objects,
+which takes ``s3:ListBucket``). A rollback of a broken file, a file copied over the live one
+or a file seeded again after it was deleted continues the sequence a fleet has seen.
+
+The stores are where the file is: a local path or an S3 object. The guarantees an operator
+relies on, per kind of store:
 
 * **Local file.** The file is the *resolved* path (symlinks followed when the store is made):
   a symlink and its target are one file, with one lock and one audit log. Every change happens
@@ -15,6 +27,9 @@ file is: a local path or an S3 object. The guarantees an operator relies on, per
   directory is fsynced: a reader -- and a crash -- sees the old file or the new one, never a
   mix, and a symlinked flag file keeps its link. A temporary file left by a writer that died
   is removed by the next one (this host's when its pid is gone; any host's after an hour).
+  A file that did not exist is created only if it still does not: the complete temp file is
+  hard-linked to the name (``O_EXCL`` on a filesystem without hard links), so of two
+  operators creating it only one succeeds.
   The audit record is one JSON line appended (and fsynced) to ``<resolved file>.audit.jsonl``.
 * **A shared flag folder.** The lock and audit files are never opened through a symlink
   (``O_NOFOLLOW``: a symlink there refuses the change), and a file that is not a valid flag
@@ -82,6 +97,7 @@ __all__ = [
     "Snapshot",
     "commit",
     "open_store",
+    "seed",
 ]
 
 #: A temporary flag file older than this belongs to a dead writer, whichever host wrote it
@@ -110,9 +126,22 @@ class FlagStore(Protocol):
 
     source: str
     audit_location: str
+    #: True when :meth:`locked` creates a file (a local lock file): refusals and changes
+    #: that change nothing are then answered before taking the lock, so they leave no trace.
+    has_lock_file: bool
+
+    def check_place(self) -> None:
+        """Raise :class:`StoreError` when the file could not be written where it is (a
+        folder that does not exist), before anything is created."""
+        ...
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold off other writers (through the audit record)."""
+        ...
+
+    def highest_audited_version(self) -> int | None:
+        """The highest ``metadata.version`` the audit records of this file name (None: no
+        record); :class:`StoreError` when the records cannot be read."""
         ...
 
     def read(self) -> Snapshot:
@@ -129,7 +158,9 @@ class FlagStore(Protocol):
         ...
 
     def write(self, data: bytes, snapshot: Snapshot) -> Snapshot:
-        """Replace the file with ``data`` if it is still what ``snapshot`` saw; what was written."""
+        """Replace the file with ``data`` if it is still what ``snapshot`` saw (create it only
+        if it still does not exist when ``snapshot`` saw none); what was written.
+        :class:`ConflictError` when someone else changed or created it meanwhile."""
         ...
 
     def undo(self, written: Snapshot, previous: Snapshot) -> None:
@@ -233,6 +264,73 @@ def _open_audit_file(path: Path, like: os.stat_result | None) -> Iterator[AuditL
         os.close(fd)
 
 
+#: errno values of a filesystem that cannot hard-link (some network and FUSE filesystems).
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+)
+
+
+def _highest(*versions: int | None) -> int | None:
+    known = [v for v in versions if v is not None]
+    return max(known) if known else None
+
+
+def _record_versions(record: object) -> int | None:
+    if not isinstance(record, dict):
+        return None
+    return _highest(
+        *(
+            record[k]
+            if isinstance(record.get(k), int) and not isinstance(record.get(k), bool)
+            else None
+            for k in ("version_before", "version_after")
+        )
+    )
+
+
+def _log_versions(path: Path, belongs: Callable[[object], bool] | None) -> int | None:
+    """The highest version the JSON-lines audit log ``path`` records (of the file
+    ``belongs`` accepts, by the record's ``file``); None when there is no such log.
+
+    Opened read-only and never through a symlink (a symlinked log is refused when a change
+    opens it for appending); an unreadable log refuses the change: without it the next
+    version could repeat an old one.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None
+        raise StoreError(
+            f"cannot read the audit log {path} to pick the next version: "
+            f"{err.strerror or err}; nothing written"
+        ) from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None  # a folder or a device: opening it for the record refuses it
+    found: int | None = None
+    with os.fdopen(fd, "rb") as log:
+        try:
+            for line in log:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut off by a crash
+                if belongs is not None and not (
+                    isinstance(record, dict) and belongs(record.get("file"))
+                ):
+                    continue
+                found = _highest(found, _record_versions(record))
+        except OSError as err:
+            raise StoreError(
+                f"cannot read the audit log {path} to pick the next version: "
+                f"{err.strerror or err}; nothing written"
+            ) from err
+    return found
+
+
 def _fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable; some filesystems refuse fsync on a directory.
     try:
@@ -282,9 +380,39 @@ class LocalFileStore:
         self.source = str(self.path)
         self.target = Path(os.path.realpath(self.path))
         self.lock_path = _beside(self.target, ".lock")
-        self.audit_path = Path(audit_log) if audit_log else _beside(self.target, ".audit.jsonl")
+        self.default_audit_path = _beside(self.target, ".audit.jsonl")
+        self.audit_path = Path(audit_log) if audit_log else self.default_audit_path
         self.audit_location = str(self.audit_path)
         self.lock_timeout = lock_timeout
+
+    has_lock_file = True
+
+    def check_place(self) -> None:
+        """The flag file's folder (and the audit log's) must exist: a mistyped folder is
+        named as such, and nothing (no lock file) is created for it."""
+        folder = self.target.parent
+        if not folder.is_dir():
+            shown = folder if self.path.is_symlink() else self.path.parent
+            raise StoreError(
+                f"folder {shown} does not exist (check the path {self.source}); nothing written"
+            )
+        if not self.audit_path.parent.is_dir():
+            raise StoreError(
+                f"folder {self.audit_path.parent} of the audit log does not exist; nothing written"
+            )
+
+    def highest_audited_version(self) -> int | None:
+        """From the JSON-lines log beside the file and, with ``audit_log``, that log's
+        records of this file (a shared log holds other files' records too)."""
+        found = _log_versions(self.default_audit_path, None)
+        if self.audit_path != self.default_audit_path:
+            found = _highest(found, _log_versions(self.audit_path, self._is_this_file))
+        return found
+
+    def _is_this_file(self, named: object) -> bool:
+        if not isinstance(named, str):
+            return False
+        return named == self.source or os.path.realpath(named) == str(self.target)
 
     def _stat(self) -> os.stat_result | None:
         try:
@@ -307,9 +435,9 @@ class LocalFileStore:
                         raise StoreError(f"cannot lock {self.lock_path}: {err.strerror}") from err
                     if time.monotonic() >= deadline:
                         raise ConflictError(
-                            f"{self.source} is being changed by another operator "
-                            f"(lock {self.lock_path} held for {self.lock_timeout:g} s); "
-                            "nothing written, try again"
+                            f"{self.source} is being changed: another operator holds the "
+                            f"lock {self.lock_path}; waited {self.lock_timeout:g} s "
+                            "(--lock-timeout); nothing written, try again"
                         ) from None
                     time.sleep(0.02)
             yield
@@ -346,9 +474,12 @@ class LocalFileStore:
         """Temp file in the target's directory, fsync, ``os.replace``, fsync the directory.
 
         A symlinked flag file (a ConfigMap, a deploy tool's link) keeps its link: the
-        target is replaced, next to the target, keeping its mode and group.
+        target is replaced, next to the target, keeping its mode and group. A file that did
+        not exist (``snapshot.data`` None) is created only if it still does not: the
+        complete temp file is hard-linked to the name, which fails when the name exists,
+        so of two writers creating it only one succeeds (:class:`ConflictError`).
         """
-        self._replace(data)
+        self._replace(data, create=snapshot.data is None)
         return Snapshot(data)
 
     def undo(self, written: Snapshot, previous: Snapshot) -> None:
@@ -364,7 +495,7 @@ class LocalFileStore:
             raise StoreError(f"cannot remove {self.source}: {err.strerror}") from err
         _fsync_dir(self.target.parent)
 
-    def _replace(self, data: bytes) -> None:
+    def _replace(self, data: bytes, *, create: bool = False) -> None:
         target = self.target
         directory = target.parent
         self._remove_stale_temp_files()
@@ -381,14 +512,51 @@ class LocalFileStore:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temp, target)
+            if create:
+                self._link_new(temp, data, mode)
+            else:
+                os.replace(temp, target)
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             if isinstance(err, OSError):
                 raise StoreError(f"cannot write {self.source}: {err.strerror or err}") from err
             raise
+        if create:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)  # the name holds the data now
         _fsync_dir(directory)
+
+    def _link_new(self, temp: str, data: bytes, mode: int) -> None:
+        """Give the complete ``temp`` file the flag file's name, only if that name is free."""
+        try:
+            os.link(temp, self.target)
+            return
+        except FileExistsError:
+            raise self._created_meanwhile() from None
+        except OSError as err:
+            if err.errno not in _NO_HARD_LINKS:
+                raise
+        # A filesystem without hard links: claim the name exclusively, then fill it.
+        try:
+            fd = os.open(self.target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        except FileExistsError:
+            raise self._created_meanwhile() from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.target.unlink()
+            raise
+
+    def _created_meanwhile(self) -> ConflictError:
+        return ConflictError(
+            f"{self.source} was created by someone else since it was read; nothing written, "
+            "run the command again"
+        )
 
     def _remove_stale_temp_files(self) -> None:
         # Called under the lock, so no writer of this file is between write and rename: a
@@ -436,6 +604,17 @@ class _S3AuditObjects:
             ) from err
 
 
+#: An audit object's name under ``<key>.audit/``: the version it wrote, zero-padded, first.
+_AUDIT_NAME = re.compile(r"(\d{1,18})-")
+
+
+def _same_object(uri: str, bucket: str, key: str) -> bool:
+    try:
+        return _aws.parse_s3_uri(uri) == (bucket, key)
+    except ValueError:
+        return False
+
+
 def _describe(err: ClientError | BotoCoreError) -> str:
     return _aws.describe(err) if isinstance(err, ClientError) else str(err)
 
@@ -446,8 +625,8 @@ class S3Store:
     def __init__(
         self, uri: str, *, client: S3Client | None = None, audit_log: str | None = None
     ) -> None:
-        self.source = uri
         self.bucket, self.key = _aws.parse_s3_uri(uri)
+        self.source = f"s3://{self.bucket}/{self.key}"  # one spelling in messages and records
         self._client = client
         self.audit_path = Path(audit_log) if audit_log else None
         self.audit_location = (
@@ -460,6 +639,46 @@ class S3Store:
         if self._client is None:
             self._client = _aws.s3_client()
         return self._client
+
+    has_lock_file = False
+
+    def check_place(self) -> None:
+        """Nothing to check before the write: a missing bucket fails the put itself."""
+
+    def highest_audited_version(self) -> int | None:
+        """From the names of the objects under ``<key>.audit/`` (they start with the
+        version written), and with ``audit_log`` that local log's records of this file.
+
+        Listing needs ``s3:ListBucket`` on the bucket: denied, the change is refused.
+        """
+        prefix = f"{self.key}.audit/"
+        found: int | None = None
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    match = _AUDIT_NAME.match(item.get("Key", "")[len(prefix) :])
+                    if match:
+                        found = _highest(found, int(match.group(1)))
+        except (ClientError, BotoCoreError) as err:
+            denied = isinstance(err, ClientError) and _aws.error_code(err) in _aws.DENIED
+            need = f" (listing needs s3:ListBucket on bucket {self.bucket})" if denied else ""
+            raise StoreError(
+                f"cannot list the audit records s3://{self.bucket}/{prefix} to pick the next "
+                f"version{need}: {_describe(err)}; nothing written"
+            ) from err
+        if self.audit_path is not None:
+            found = _highest(found, _log_versions(self.audit_path, self._is_this_file))
+        return found
+
+    def _is_this_file(self, named: object) -> bool:
+        return (
+            isinstance(named, str)
+            and _aws.is_s3_uri(named)
+            and (named == self.source or _same_object(named, self.bucket, self.key))
+        )
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """No lock: the conditional put in :meth:`write` refuses concurrent changes."""
@@ -559,12 +778,13 @@ Edit = Callable[[dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Change:
-    """What :func:`commit` did to a flag file."""
+    """What :func:`commit` or :func:`seed` did to a flag file."""
 
     source: str
     phase: str | None
     command: str
-    #: False when the edit left the document as it was: nothing was written or audited.
+    #: False when nothing was written or audited (the edit changed nothing, or the file
+    #: to seed exists already).
     changed: bool
     #: The rollout before (None when the file was missing or unreadable) and after.
     before: RolloutState | None
@@ -594,6 +814,138 @@ class Change:
         }
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """An edit worked out on one snapshot of the file, not yet written."""
+
+    snapshot: Snapshot
+    before_doc: dict[str, Any] | None
+    new_doc: dict[str, Any]
+    phase: str | None
+    notes: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return self.before_doc is None or self.new_doc != self.before_doc
+
+    def unchanged(self, source: str, command: str) -> Change:
+        before = edits.read_state(self.before_doc) if self.before_doc is not None else None
+        version = edits.version_of(self.before_doc) if self.before_doc is not None else None
+        return Change(
+            source,
+            self.phase,
+            command,
+            False,
+            before,
+            edits.read_state(self.new_doc),
+            version,
+            version,
+            audit=None,
+        )
+
+
+def _plan(
+    store: FlagStore,
+    snapshot: Snapshot,
+    edit: Edit,
+    *,
+    phase: str | None,
+    repair: bool,
+    create: bool,
+) -> _Plan:
+    """Parse ``snapshot`` and apply ``edit``; raise what refuses the change."""
+    source = store.source
+    notes: list[str] = []
+    if snapshot.data is None and not create:
+        hint = " (check the path; `rollback --create` writes a new legacy file)" if repair else ""
+        raise StoreError(f"{source}: no such file{hint}")
+    before_doc: dict[str, Any] | None = None
+    if snapshot.data is not None:
+        try:
+            before_doc = parse(snapshot.data, source=source)
+        except FlagFileError as err:
+            if not repair:
+                raise FlagFileError(
+                    f"{err} (fix the file, or run `rollback` to write a clean legacy flag)",
+                    err.problems,
+                ) from err
+            notes.append(f"the file was invalid ({err}); wrote a clean legacy flag file")
+    if before_doc is not None:
+        try:
+            new_doc = edit(before_doc)
+        except FlagEditError as err:
+            raise FlagEditError(f"{source}: {err}") from err
+    else:
+        # A missing or broken file: only a rollback (legacy everywhere) gets here.
+        store.check_rewrite(snapshot)
+        if snapshot.data is None:
+            notes.append("the file did not exist; created it with a legacy flag")
+        raw = edits.loose_document(snapshot.data)
+        new_doc = edits.rebuild_legacy(raw, phase=phase or edits.phase_of(raw, source))
+    phase = phase or edits.phase_of(before_doc or new_doc, source)
+    return _Plan(snapshot, before_doc, new_doc, phase, tuple(notes))
+
+
+def _next_version(store: FlagStore, snapshot: Snapshot) -> int:
+    """Greater than every version the file has had: its own (read loosely, the file may be
+    broken) and every version its audit records name."""
+    return (
+        _highest(edits.loose_version(snapshot.data), store.highest_audited_version(), 0) or 0
+    ) + 1
+
+
+def _checked_bytes(doc: dict[str, Any], source: str) -> bytes:
+    """The bytes to write for ``doc``, validated exactly as they will be read."""
+    problems = validate(doc)
+    if problems:
+        raise FlagFileError(f"refusing to write an invalid file: {problems[0]}", problems)
+    data = serialize(doc)
+    parse(data, source=source)  # what is written is exactly what was validated
+    return data
+
+
+def _record(
+    *,
+    actor: str,
+    command: str,
+    phase: str | None,
+    source: str,
+    before: RolloutState | None,
+    after: RolloutState,
+    version_before: int | None,
+    version_after: int | None,
+    reason: str | None,
+    snapshot: Snapshot,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "actor": actor,
+        "command": command,
+        "phase": phase,
+        "file": source,
+        "before": before.to_json() if before else None,
+        "after": after.to_json(),
+        "version_before": version_before,
+        "version_after": version_after,
+        "reason": reason,
+    }
+    if snapshot.etag:
+        record["etag_before"] = snapshot.etag
+    return record
+
+
+def _write_audited(
+    store: FlagStore, data: bytes, snapshot: Snapshot, record: Mapping[str, Any]
+) -> None:
+    """Write, then append the record; a record that cannot be kept undoes the write."""
+    with store.open_audit() as audit:  # a change that cannot be audited stops here
+        written = store.write(data, snapshot)
+        try:
+            audit.append(record)
+        except StoreError as err:
+            _undo(store, written, snapshot, err, record.get("version_after"))
+
+
 def commit(
     store: FlagStore,
     edit: Edit,
@@ -607,100 +959,62 @@ def commit(
 ) -> Change:
     """Apply ``edit`` to the flag file of ``store`` as one locked, validated, audited write.
 
-    Under the store's lock: read; parse (an invalid file is refused, or with ``repair``
-    rebuilt as legacy everywhere by :func:`.edits.rebuild_legacy`; a missing file is an
-    error unless ``create``); edit; when the document changed, bump ``metadata.version``,
-    validate exactly the bytes to be written, write them atomically (a conditional put on
-    S3) and append one audit record naming ``actor``, ``command`` and ``reason`` (the audit
-    log is opened before the write; a failed append undoes the write).
+    Read; parse (an invalid file is refused, or with ``repair`` rebuilt as legacy
+    everywhere by :func:`.edits.rebuild_legacy`; a missing file is an error unless
+    ``create``); edit. What refuses the change, and an edit that changes nothing, is
+    answered before the lock is taken, so it leaves nothing behind (no lock or audit file).
+    Under the store's lock the file is read again and, when the document changes, given a
+    ``metadata.version`` greater than every version the file has had (its own, read loosely
+    when it is broken, and every version its audit records name), validated exactly as it
+    will be written, written atomically (a conditional put on S3) and audited with one
+    record naming ``actor``, ``command`` and ``reason`` (the audit log is opened before the
+    write; a failed append undoes the write).
 
-    Raises :class:`~ai_agent_handler.StoreError` (missing file, I/O or AWS error, a symlink
-    where none may be, an audit log that cannot be kept: the change is then not made, or --
-    when undoing it failed too -- written without its record, which the message says),
-    :class:`~ai_agent_handler.ConflictError` (someone else changed the file; nothing
-    written), :class:`~ai_agent_handler.FlagFileError` (an invalid file or result; nothing
-    written) and :class:`~ai_agent_handler.FlagEditError` (the edit cannot apply).
+    Raises :class:`~ai_agent_handler.StoreError` (missing file or folder, I/O or AWS error,
+    a symlink where none may be, audit records that cannot be read or kept: the change is
+    then not made, or -- when undoing it failed too -- written without its record, which
+    the message says), :class:`~ai_agent_handler.ConflictError` (someone else changed the
+    file or holds the lock; nothing written), :class:`~ai_agent_handler.FlagFileError` (an
+    invalid file or result; nothing written) and :class:`~ai_agent_handler.FlagEditError`
+    (the edit cannot apply).
     """
     source = store.source
-    notes: list[str] = []
+    store.check_place()
+    planned: _Plan | None = None
+    if store.has_lock_file:
+        planned = _plan(store, store.read(), edit, phase=phase, repair=repair, create=create)
+        if not planned.changed:
+            return planned.unchanged(source, command)
     with store.locked():
         snapshot = store.read()
-        if snapshot.data is None and not create:
-            hint = (
-                " (check the path; `rollback --create` writes a new legacy file)" if repair else ""
-            )
-            raise StoreError(f"{source}: no such file{hint if repair else ''}")
-        before_doc: dict[str, Any] | None = None
-        if snapshot.data is not None:
-            try:
-                before_doc = parse(snapshot.data, source=source)
-            except FlagFileError as err:
-                if not repair:
-                    raise FlagFileError(
-                        f"{err} (fix the file, or run `rollback` to write a clean legacy flag)",
-                        err.problems,
-                    ) from err
-                notes.append(f"the file was invalid ({err}); wrote a clean legacy flag file")
-        if before_doc is not None:
-            try:
-                new_doc = edit(before_doc)
-            except FlagEditError as err:
-                raise FlagEditError(f"{source}: {err}") from err
-        else:
-            # A missing or broken file: only a rollback (legacy everywhere) gets here.
-            store.check_rewrite(snapshot)
-            if snapshot.data is None:
-                notes.append("the file did not exist; created it with a legacy flag")
-            raw = edits.loose_document(snapshot.data)
-            new_doc = edits.rebuild_legacy(raw, phase=phase or edits.phase_of(raw, source))
-        phase = phase or edits.phase_of(before_doc or new_doc, source)
+        if planned is None or planned.snapshot != snapshot:
+            planned = _plan(store, snapshot, edit, phase=phase, repair=repair, create=create)
+        if not planned.changed:
+            return planned.unchanged(source, command)
+        version_after = _next_version(store, snapshot)
+        new_doc = edits.with_version(planned.new_doc, version_after)
+        data = _checked_bytes(new_doc, source)
+        before_doc = planned.before_doc
         before = edits.read_state(before_doc) if before_doc is not None else None
         after = edits.read_state(new_doc)
-        version_before = edits.version_of(before_doc) if before_doc is not None else None
-        changed = before_doc is None or new_doc != before_doc
-        if not changed:
-            return Change(
-                source,
-                phase,
-                command,
-                False,
-                before,
-                after,
-                version_before,
-                version_before,
-                audit=None,
-            )
-        new_doc = edits.bump_version(new_doc)
-        problems = validate(new_doc)
-        if problems:
-            raise FlagFileError(f"refusing to write an invalid file: {problems[0]}", problems)
-        data = serialize(new_doc)
-        parse(data, source=source)  # what is written is exactly what was validated
-        version_after = edits.version_of(new_doc)
-        record: dict[str, Any] = {
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-            "actor": actor,
-            "command": command,
-            "phase": phase,
-            "file": source,
-            "before": before.to_json() if before else None,
-            "after": after.to_json(),
-            "version_before": version_before,
-            "version_after": version_after,
-            "reason": reason,
-        }
-        if snapshot.etag:
-            record["etag_before"] = snapshot.etag
-        with store.open_audit() as audit:  # a change that cannot be audited stops here
-            written = store.write(data, snapshot)
-            try:
-                audit.append(record)
-            except StoreError as err:
-                _undo(store, written, snapshot, err, version_after)
+        version_before = edits.loose_version(snapshot.data)
+        record = _record(
+            actor=actor,
+            command=command,
+            phase=planned.phase,
+            source=source,
+            before=before,
+            after=after,
+            version_before=version_before,
+            version_after=version_after,
+            reason=reason,
+            snapshot=snapshot,
+        )
+        _write_audited(store, data, snapshot, record)
     restore = edits.restore_commands(before) if repair and before else []
     return Change(
         source,
-        phase,
+        planned.phase,
         command,
         True,
         before,
@@ -709,7 +1023,113 @@ def commit(
         version_after,
         audit=store.audit_location,
         restore=tuple(restore),
-        notes=tuple(notes),
+        notes=planned.notes,
+    )
+
+
+def seed(
+    store: FlagStore,
+    document: Mapping[str, Any],
+    *,
+    command: str,
+    actor: str,
+    reason: str | None = None,
+    phase: str | None = None,
+) -> Change:
+    """Create the flag file of ``store`` from ``document`` (a valid flag document, such as
+    a shipped phase file) unless it exists: running it again is harmless.
+
+    The file gets ``metadata.version`` = max(the document's version, the highest version
+    its audit records name + 1), so a file seeded again after it was deleted continues its
+    version sequence. It is written only if it still does not exist (a hard link of the
+    complete temp file locally, ``IfNoneMatch="*"`` on S3): of two seeders only one writes,
+    the other finds the file seeded. An existing file is left alone: the result then has
+    ``changed`` False and its version; an existing file that is not a valid flag file
+    raises :class:`~ai_agent_handler.FlagFileError`. Audited like every change.
+    """
+    source = store.source
+    store.check_place()
+    if store.has_lock_file:
+        snapshot = store.read()
+        if snapshot.data is not None:
+            return _already_seeded(store, snapshot, command, phase)
+    with store.locked():
+        snapshot = store.read()
+        if snapshot.data is not None:
+            return _already_seeded(store, snapshot, command, phase)
+        store.check_rewrite(snapshot)
+        version_after = max(
+            edits.version_of(document) or 0, (store.highest_audited_version() or 0) + 1
+        )
+        new_doc = edits.with_version(document, version_after)
+        data = _checked_bytes(new_doc, source)
+        phase = phase or edits.phase_of(new_doc, source)
+        after = edits.read_state(new_doc)
+        record = _record(
+            actor=actor,
+            command=command,
+            phase=phase,
+            source=source,
+            before=None,
+            after=after,
+            version_before=None,
+            version_after=version_after,
+            reason=reason,
+            snapshot=snapshot,
+        )
+        try:
+            _write_audited(store, data, snapshot, record)
+        except ConflictError:
+            # Someone else created the file since it was read: theirs stands.
+            return _already_seeded(store, store.read(), command, phase, conflict=True)
+    return Change(
+        source,
+        phase,
+        command,
+        True,
+        None,
+        after,
+        None,
+        version_after,
+        audit=store.audit_location,
+    )
+
+
+def _already_seeded(
+    store: FlagStore,
+    snapshot: Snapshot,
+    command: str,
+    phase: str | None,
+    *,
+    conflict: bool = False,
+) -> Change:
+    source = store.source
+    if snapshot.data is None:  # created and removed again while we looked
+        raise ConflictError(f"{source} changed while it was seeded; nothing written, run again")
+    try:
+        doc = parse(snapshot.data, source=source)
+    except FlagFileError as err:
+        raise FlagFileError(
+            f"{source} exists but is not a valid flag file ({err}); unchanged "
+            "(`rollback` repairs it)",
+            err.problems,
+        ) from err
+    version = edits.version_of(doc)
+    state = edits.read_state(doc)
+    note = f"already seeded (version {version}); unchanged"
+    if conflict:
+        note += " (someone else seeded it at the same time)"
+    return Change(
+        source,
+        phase or edits.phase_of(doc, source),
+        command,
+        False,
+        state,
+        state,
+        version,
+        version,
+        audit=None,
+        notes=(note,),
     )
 
 

@@ -125,12 +125,88 @@ def test_canonical_targeting_is_what_team_notes_show() -> None:
     assert flag(doc)["variants"] == {"composite": True, "legacy": False}
 
 
-def test_allow_and_disallow_are_idempotent_and_keep_order() -> None:
+def test_allow_is_idempotent_and_disallow_keeps_the_order() -> None:
     doc = fe.allow(shipped("staging"), ["b", "a", "b"])
     doc = fe.allow(doc, ["a", "c"])
     assert fe.read_state(doc).allowed == ("b", "a", "c")
-    doc = fe.disallow(doc, ["a", "not-there"])
+    assert fe.allow(doc, ["c", "a"]) == doc
+    doc = fe.disallow(doc, ["a"])
     assert fe.read_state(doc).allowed == ("b", "c")
+
+
+@pytest.mark.parametrize(
+    ("listed", "remove", "fragments"),
+    [
+        (["aws-prod-eu-west-1"], ["aws-prod-eu-west1"], ["did you mean aws-prod-eu-west-1?"]),
+        (["a-1", "b-2"], ["a-1", "zzz"], ["cannot disallow zzz:", "listed: a-1, b-2"]),
+        ([], ["nobody"], ["the allow-list is empty"]),
+        ([f"ep-{i:02d}" for i in range(20)], ["x"], ["ep-00", "ep-07, ... (+12 more)"]),
+    ],
+)
+def test_disallow_of_an_endpoint_that_is_not_listed_is_refused(
+    listed: list[str], remove: list[str], fragments: list[str]
+) -> None:
+    doc = fe.allow(shipped("production"), listed) if listed else shipped("production")
+    with pytest.raises(fe.FlagEditError, match="not on the allow-list") as caught:
+        fe.disallow(doc, remove)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("phase", "edit"),
+    [
+        ("dev", lambda d: fe.set_percent(d, 100)),
+        ("dev", lambda d: fe.set_everywhere(d, "composite")),
+        ("production", lambda d: fe.set_percent(d, 0)),
+        ("production", lambda d: fe.set_everywhere(d, "legacy")),
+        ("production", fe.rollback),
+    ],
+)
+def test_an_edit_that_keeps_the_meaning_of_the_document_returns_it_unchanged(
+    phase: str, edit: Any
+) -> None:
+    doc = shipped(phase)
+    assert edit(doc) == doc
+
+
+def test_a_plain_legacy_switch_stays_plain_at_0_percent() -> None:
+    plain = fe.set_everywhere(shipped("dev"), "legacy")
+    assert fe.set_percent(plain, 0) == plain
+    assert fe.read_state(fe.set_percent(plain, 5)).kind == "percent"
+
+
+@pytest.mark.parametrize(
+    ("data", "version"),
+    [
+        (None, None),
+        (b"", None),
+        (b"\x00\xff", None),
+        (b'{"metadata": {"version": 4}}', 4),
+        (b'{"metadata": {"version": "12"}}', 12),
+        (b'{"metadata": {"version": 4, "phase": "produ', 4),
+        (b'{"metadata": {"version" : "7"', 7),
+        (b'{"flags": {"a": {"metadata": {"version": 3}}}, "metadata": {"version": 9', 9),
+        (b"[" * 10_000, None),
+    ],
+)
+def test_loose_version_reads_what_a_broken_file_still_says(
+    data: bytes | None, version: int | None
+) -> None:
+    assert fe.loose_version(data) == version
+
+
+@pytest.mark.parametrize(
+    ("name", "like"),
+    [
+        ("aws-prod-eu-west1", ["aws-prod-eu-west-1"]),
+        ("AWS_prod.eu-west-1", ["aws-prod-eu-west-1"]),
+        ("aws-prod-eu-west-2", []),
+        ("aws-prod-eu-west-1", []),  # the same name is not a look-alike
+    ],
+)
+def test_spelled_like_finds_the_same_name_typed_differently(name: str, like: list[str]) -> None:
+    assert fe.spelled_like(name, ["aws-prod-eu-west-1", "aws-prod-us-east-2"]) == like
 
 
 def test_allow_list_gets_composite_from_the_real_evaluator() -> None:
