@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _aws, settings
 from ._chunking import XML_FLUSH_LIMIT, split_xml, try_complete_json
-from .decision import KeyDecision, decide
+from .decision import KeyDecision, decide, decide_composite, flag_client
 from .exceptions import FlagConfigError, StreamDeliveryError
-from .partition_key import compose, validate_id
+from .partition_key import compose, routing_key, validate_id
 from .transport.invoke import Utility
 from .transport.stream import (
     DEFAULT_FLUSH_TIMEOUT,
@@ -80,6 +80,8 @@ class AIAgentEventHandler:
         if aws_s3 is not None:
             self.aws_s3 = aws_s3
         self.setting: dict[str, Any] = setting
+        # Read and checked once: an unknown phase or a malformed flag setting raises here.
+        self._flag_config = settings.flag_config(setting)
         self._endpoint_id: str | None = None
         self._part_id: str | None = None
         self._run: dict[str, Any] | None = None
@@ -147,11 +149,14 @@ class AIAgentEventHandler:
 
     @property
     def phase(self) -> str | None:
-        """The rollout phase: ``setting["rollout_phase"]``, else ``$ROLLOUT_PHASE``.
+        """The rollout phase: ``setting["rollout_phase"]``, else ``$ROLLOUT_PHASE``, as read
+        when the handler was created (None when unset: the production file is used)."""
+        return self._flag_config.phase
 
-        Raises :class:`~ai_agent_handler.FlagConfigError` for a name that is not a phase.
-        """
-        return settings.rollout_phase(self.setting)
+    @property
+    def flag_config(self) -> settings.FlagConfig:
+        """The flag settings read when the handler was created (see :mod:`.settings`)."""
+        return self._flag_config
 
     @property
     def run(self) -> dict[str, Any] | None:
@@ -201,18 +206,29 @@ class AIAgentEventHandler:
                 or decision.endpoint_id != self._endpoint_id
                 or decision.part_id != (self._part_id or None)
             ):
-                from .flag_file.default_provider import ensure_provider
-
-                ensure_provider(self.setting, self.logger)
-                decision = decide(
-                    self._endpoint_id,
-                    self._part_id,
-                    run_uuid=run_uuid,
-                    phase=self.phase,
-                    logger=self.logger,
-                )
+                decision = self._decide(run_uuid)
                 self._decision = decision
             return decision
+
+    def _decide(self, run_uuid: str) -> KeyDecision:
+        config = self._flag_config
+        if config.mode == settings.COMPOSITE_MODE:
+            return decide_composite(
+                self._endpoint_id, self._part_id, run_uuid=run_uuid, phase=config.phase
+            )
+        from .flag_file.default_provider import flag_domain
+
+        # Ids first: an invalid id is refused before any provider is set up.
+        routing_key(self._endpoint_id, self._part_id, composite=False)
+        domain = flag_domain(config, self.setting, self.logger)
+        return decide(
+            self._endpoint_id,
+            self._part_id,
+            run_uuid=run_uuid,
+            phase=config.phase,
+            client=flag_client(domain),
+            logger=self.logger,
+        )
 
     # -- Lambda-facing methods ------------------------------------------------------------
     def invoke_async_funct(self, function_name: str, **params: Any) -> None:
@@ -429,7 +445,7 @@ class AIAgentEventHandler:
         record_stream_chunks_failed(
             report.failed + report.pending,
             decision.routing_key if decision else "",
-            phase=settings.metric_phase(self.setting),
+            phase=self._flag_config.phase,
         )
         return message
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from .exceptions import PartitionKeyError
 from .partition_key import KeyScheme, key_scheme_of, routing_key
 
 if TYPE_CHECKING:
@@ -33,10 +34,13 @@ __all__ = [
     "VARIANTS",
     "KeyDecision",
     "decide",
+    "decide_composite",
+    "decision_fields",
     "enum_text",
     "evaluation_context",
     "flag_client",
     "metadata_version",
+    "serving_of",
 ]
 
 #: The boolean flag that chooses the key a run sends.
@@ -70,10 +74,18 @@ class KeyDecision:
     error_code: str | None
     error_message: str | None
     flag_set_version: str | None
+    #: Where the flags came from: ``live``, ``shipped``, ``fallback`` (the shipped file
+    #: because the live one was unreadable at start), ``setting`` (``partition_key_mode``
+    #: composite: the flag was not asked), or None (a provider that does not say).
+    flag_source: str | None = None
+    #: Why the flags may be stale or the fallback, while the live source is faulty.
+    flag_source_fault: str | None = None
 
 
-def flag_client() -> OpenFeatureClient:
-    """The OpenFeature client the handler evaluates :data:`FLAG_KEY` with.
+def flag_client(domain: str = FLAG_DOMAIN) -> OpenFeatureClient:
+    """The OpenFeature client the handler evaluates :data:`FLAG_KEY` with: the one of
+    :data:`FLAG_DOMAIN`, or of the domain of a handler's own phase (see
+    :func:`~ai_agent_handler.flag_file.default_provider.flag_domain`).
 
     It carries the decision hooks (one log record and one metric line per run decision,
     OpenTelemetry when the host uses it): see :mod:`ai_agent_handler.decision_log`.
@@ -82,7 +94,7 @@ def flag_client() -> OpenFeatureClient:
 
     from .decision_log import decision_hooks
 
-    client = api.get_client(domain=FLAG_DOMAIN)
+    client = api.get_client(domain=domain)
     client.add_hooks(decision_hooks())
     return client
 
@@ -154,7 +166,89 @@ def decide(
         error_code=error_code,
         error_message=details.error_message,
         flag_set_version=metadata_version(details.flag_metadata),
+        **serving_of(client.provider),
     )
+
+
+def decide_composite(
+    endpoint_id: str | None,
+    part_id: str | None,
+    *,
+    run_uuid: str,
+    phase: str | None = None,
+) -> KeyDecision:
+    """``partition_key_mode = composite``: the composite key, unconditionally.
+
+    The end of the migration before the flag code is removed: the flag is not asked, and a
+    run without a ``part_id`` is refused (:class:`~ai_agent_handler.PartitionKeyError`)
+    instead of falling back to the legacy key. The decision is logged and counted like a
+    flag decision (``reason`` ``STATIC``, ``flag_source`` ``setting``).
+    """
+    if not part_id:
+        routing_key(endpoint_id, part_id, composite=False)  # the endpoint_id's own error first
+        raise PartitionKeyError(
+            f"part_id is required: partition_key_mode is 'composite' (endpoint_id "
+            f"{endpoint_id!r}, run {run_uuid}); set partition_key_mode to 'flag' to let the "
+            "flag decide again"
+        )
+    key = routing_key(endpoint_id, part_id, composite=True)
+    assert endpoint_id is not None  # guaranteed by routing_key
+    decision = KeyDecision(
+        run_uuid=run_uuid,
+        endpoint_id=endpoint_id,
+        part_id=part_id,
+        phase=phase,
+        routing_key=key,
+        key_scheme=key_scheme_of(key),
+        flag_value=True,
+        variant=COMPOSITE,
+        reason="STATIC",
+        error_code=None,
+        error_message=None,
+        flag_set_version=None,
+        flag_source="setting",
+    )
+    from .decision_log import log_decision
+
+    log_decision(decision_fields(decision))
+    return decision
+
+
+def decision_fields(decision: KeyDecision) -> dict[str, object]:
+    """The decision record of ``decision`` (the fields :mod:`.decision_log` writes)."""
+    return {
+        "event": "key_decision",
+        "flag_key": FLAG_KEY,
+        "run_uuid": decision.run_uuid,
+        "endpoint_id": decision.endpoint_id,
+        "routing_key": decision.routing_key,
+        "phase": decision.phase,
+        "key_scheme": decision.key_scheme,
+        "flag_value": decision.flag_value,
+        "variant": decision.variant,
+        "reason": decision.reason,
+        "error_code": decision.error_code,
+        "flag_set_version": decision.flag_set_version,
+        "flag_source": decision.flag_source,
+        "flag_source_fault": decision.flag_source_fault,
+        "provider": None,
+    }
+
+
+def serving_of(provider: object) -> dict[str, str | None]:
+    """``flag_source`` and ``flag_source_fault`` of a provider that reports them (a
+    :class:`~ai_agent_handler.FlagFileProvider`); None for one that does not."""
+    serving = getattr(provider, "serving", None)
+    if not isinstance(serving, Mapping):
+        return {"flag_source": None, "flag_source_fault": None}
+    return {
+        "flag_source": _text(serving.get("flag_source")),
+        "flag_source_fault": _text(serving.get("flag_source_fault")),
+    }
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def enum_text(value: object) -> str | None:

@@ -7,9 +7,11 @@ outcomes and error codes only):
   :data:`~ai_agent_handler.FLAG_DOMAIN` client (see :func:`decision_hooks`). The handler
   evaluates the flag once per run, so the hook writes exactly one record per run decision to
   the logger :data:`DECISION_LOGGER`: run, endpoint, routing key, phase, key scheme,
-  variant, reason, error code and flag-set version. The message is one JSON object (CloudWatch
-  Logs Insights and most log pipelines parse it as fields); the same fields are attached to
-  the ``LogRecord`` as ``record.key_decision`` for structured handlers.
+  variant, reason, error code, flag-set version and where the flags came from
+  (``flag_source``: ``live``, ``shipped``, ``fallback`` or ``setting``;
+  ``flag_source_fault``: why, while the live source is faulty). The message is one JSON
+  object (CloudWatch Logs Insights and most log pipelines parse it as fields); the same
+  fields are attached to the ``LogRecord`` as ``record.key_decision`` for structured handlers.
 * **Counters.** The same hook counts ``KeyDecisions`` and ``FlagEvaluationErrors`` as
   CloudWatch Embedded Metric Format lines (:mod:`ai_agent_handler.metrics`).
 * **OpenTelemetry**, when the host uses it: if the host process has imported
@@ -23,17 +25,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from openfeature.flag_evaluation import FlagEvaluationDetails, FlagValueType
 from openfeature.hook import Hook, HookContext, HookHints
 
-from .decision import FLAG_KEY, enum_text, metadata_version
+from .decision import FLAG_KEY, enum_text, metadata_version, serving_of
 from .exceptions import PartitionKeyError
 from .metrics import metrics
 from .partition_key import key_scheme_of, routing_key
 
-__all__ = ["DECISION_LOGGER", "DecisionHook", "decision_hooks", "decision_record"]
+__all__ = [
+    "DECISION_LOGGER",
+    "DecisionHook",
+    "decision_hooks",
+    "decision_record",
+    "log_decision",
+]
 
 #: The logger the per-run decision records go to.
 DECISION_LOGGER = "ai_agent_handler.decisions"
@@ -64,21 +73,28 @@ class DecisionHook(Hook):
         """Write the decision record and count it."""
         if hook_context.flag_key != self.flag_key:
             return
-        record = decision_record(hook_context, details, hints)
-        # INFO even on an evaluation error: decision.decide already warns once, on the
-        # handler's logger; alarms belong on the FlagEvaluationErrors counter.
-        if _decision_log.isEnabledFor(logging.INFO):
-            _decision_log.info(
-                "%s",
-                json.dumps(record, separators=(",", ":"), sort_keys=True),
-                extra={"key_decision": record},
-            )
-        metrics().emit(
-            {"KeyDecisions": 1, "FlagEvaluationErrors": 1 if record["error_code"] else 0},
-            phase=record["phase"],
-            key_scheme=str(record["key_scheme"]),
-            properties={"flag_set_version": record["flag_set_version"]},
+        log_decision(decision_record(hook_context, details, hints))
+
+
+def log_decision(record: Mapping[str, Any]) -> None:
+    """Write one decision record to :data:`DECISION_LOGGER` and count it (EMF)."""
+    # INFO even on an evaluation error: decision.decide already warns once, on the
+    # handler's logger; alarms belong on the FlagEvaluationErrors counter.
+    if _decision_log.isEnabledFor(logging.INFO):
+        _decision_log.info(
+            "%s",
+            json.dumps(record, separators=(",", ":"), sort_keys=True),
+            extra={"key_decision": dict(record)},
         )
+    metrics().emit(
+        {"KeyDecisions": 1, "FlagEvaluationErrors": 1 if record["error_code"] else 0},
+        phase=record["phase"],
+        key_scheme=str(record["key_scheme"]),
+        properties={
+            "flag_set_version": record["flag_set_version"],
+            "flag_source": record.get("flag_source"),
+        },
+    )
 
 
 def decision_record(
@@ -114,8 +130,17 @@ def decision_record(
         "reason": enum_text(details.reason),
         "error_code": enum_text(details.error_code),
         "flag_set_version": metadata_version(details.flag_metadata),
+        **serving_of(_provider_of(hook_context)),
         "provider": provider.name if provider is not None else None,
     }
+
+
+def _provider_of(hook_context: HookContext) -> object:
+    # The provider that answered: the one registered for the evaluating client's domain.
+    from openfeature import api
+
+    client = hook_context.client_metadata
+    return api.get_client(client.domain if client is not None else None).provider
 
 
 def _str_or_none(value: object) -> str | None:

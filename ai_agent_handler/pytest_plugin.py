@@ -10,7 +10,10 @@ overrides it. The ``partition_key_flag`` fixture switches the default::
         partition_key_flag.legacy()                          # flag off everywhere
         partition_key_flag.target({"ep-a": True}, default=False)  # per endpoint
 
-Disable the plugin with ``-p no:ai_agent_handler``.
+A test whose handlers should decide from real flag files, as in production (their
+``rollout_phase`` / ``flag_source``), uses the ``flag_files`` fixture; a whole module with
+``pytestmark = pytest.mark.usefixtures("flag_files")``. Disable the plugin for a whole
+project with ``-p no:ai_agent_handler`` (``addopts`` in its pytest configuration).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 
 from .decision import COMPOSITE, FLAG_DOMAIN, FLAG_KEY, LEGACY, VARIANTS
 
-__all__ = ["PartitionKeyFlag", "partition_key_flag"]
+__all__ = ["PartitionKeyFlag", "flag_files", "partition_key_flag"]
 
 
 class PartitionKeyFlag:
@@ -77,3 +80,20 @@ def partition_key_flag() -> Iterator[PartitionKeyFlag]:
     control = PartitionKeyFlag()
     control.install()
     yield control
+
+
+@pytest.fixture
+def flag_files(partition_key_flag: PartitionKeyFlag) -> Iterator[None]:
+    """This test's handlers decide from flag files, as in production.
+
+    The plugin's provider is removed and the library sets up a
+    :class:`~ai_agent_handler.FlagFileProvider` from each handler's settings
+    (``rollout_phase``, ``flag_source``, ...); afterwards every provider is removed again.
+    """
+    from .flag_file import default_provider  # the flag machinery, only for tests using it
+
+    api.clear_providers()
+    default_provider.reset()
+    yield
+    api.clear_providers()
+    default_provider.reset()

@@ -155,10 +155,10 @@ def emf() -> Iterator[EmfCapture]:
 def no_provider() -> Iterator[None]:
     """No provider for any domain and a fresh once-per-process state (undo the plugin)."""
     api.clear_providers()
-    default_provider._reset_for_tests()
+    default_provider.reset()
     yield
     api.clear_providers()
-    default_provider._reset_for_tests()
+    default_provider.reset()
 
 
 # -- operators ------------------------------------------------------------------------------

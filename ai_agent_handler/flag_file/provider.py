@@ -22,6 +22,13 @@ starts with its own lock and checks.
 Cold start: when the live source cannot be read at :meth:`initialize` (within its
 ``timeout``), the provider loads ``fallback_path`` (the phase file shipped with the
 package), logs an error and keeps trying the live source on later evaluations.
+
+:attr:`FlagFileProvider.serving` says where the flags served came from (the handler's
+decision record carries it; resolutions keep flagd's metadata as it is): ``flag_source`` is
+``"live"`` (the live source), ``"shipped"`` (the source is the phase file shipped with the
+package) or ``"fallback"`` (the shipped file, served because the live source could not be
+read at start); ``flag_source_fault``, present while the source is faulty, says why the
+flags served may be stale or the fallback.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
@@ -57,6 +64,13 @@ _Event = tuple[ProviderEvent, ProviderEventDetails]
 #: Seconds a run waits for a due freshness check before deciding on the flags it has.
 DEFAULT_REFRESH_WAIT = 0.005
 
+#: ``flag_source`` values: the flags came from the live source ...
+LIVE: Final = "live"
+#: ... from the source, which is the phase file shipped with the package ...
+SHIPPED: Final = "shipped"
+#: ... or from the shipped file, because the live source could not be read at start.
+FALLBACK: Final = "fallback"
+
 
 class FlagFileProvider(AbstractProvider):
     """OpenFeature provider for a flagd-format flag file at a path or ``s3://bucket/key``.
@@ -72,6 +86,8 @@ class FlagFileProvider(AbstractProvider):
     ``fallback_path``: file loaded when the source cannot be read at start.
     ``strict``: check files with this library's phase-file rules
     (:func:`~.document.validate`); ``False`` accepts any file flagd accepts.
+    ``source_role``: what ``flag_source`` says while the source's flags are served:
+    ``"live"`` (default) or ``"shipped"`` (the source is itself the shipped phase file).
     """
 
     def __init__(
@@ -85,6 +101,7 @@ class FlagFileProvider(AbstractProvider):
         fallback_path: str | os.PathLike[str] | None = None,
         expected_bucket_owner: str | None = None,
         strict: bool = True,
+        source_role: Literal["live", "shipped"] = LIVE,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__()
@@ -107,6 +124,9 @@ class FlagFileProvider(AbstractProvider):
         self._loaded_from: str | None = None
         self._version: str | None = None
         self._fault: str | None = None
+        self._role = source_role
+        # What `serving` reports: where the flags served came from.
+        self._serving: dict[str, str] = {}
         _live.add(self)
         _install_fork_hook()
 
@@ -139,6 +159,24 @@ class FlagFileProvider(AbstractProvider):
         return self._fault
 
     @property
+    def serving(self) -> Mapping[str, str]:
+        """``flag_source`` (``live``, ``shipped`` or ``fallback``) and, while the source is
+        faulty, ``flag_source_fault``: where the flags served come from, and why."""
+        return dict(self._serving)
+
+    def _note_serving(self) -> None:
+        # Under the lock, whenever _loaded_from or _fault changes.
+        if self._loaded_from is None:
+            serving: dict[str, str] = {}
+        elif self._fallback is not None and self._loaded_from == str(self._fallback):
+            serving = {"flag_source": FALLBACK}
+        else:
+            serving = {"flag_source": self._role}
+        if self._fault is not None:
+            serving["flag_source_fault"] = self._fault
+        self._serving = serving
+
+    @property
     def flag_set_metadata(self) -> Mapping[str, float | int | str | bool]:
         """The loaded file's top-level ``metadata`` (also merged into each flag's metadata)."""
         return self._core.get_flag_set_metadata()
@@ -167,6 +205,7 @@ class FlagFileProvider(AbstractProvider):
             self._cold_start_fallback(err)
             # Set after the fallback is applied: serving it does not clear the fault.
             self._fault = _one_line(err)
+            self._note_serving()
 
     def _cold_start_fallback(self, err: Exception) -> None:
         if self._fallback is None:
@@ -303,6 +342,7 @@ class FlagFileProvider(AbstractProvider):
                     )
                 )
         self._loaded_from = origin
+        self._note_serving()
         if self._fault is not None:
             self._logger.warning(
                 "flag source %s readable again (version %s); fault cleared: %s",
@@ -311,6 +351,7 @@ class FlagFileProvider(AbstractProvider):
                 self._fault,
             )
             self._fault = None
+            self._note_serving()
             events.append(
                 (
                     ProviderEvent.PROVIDER_READY,
@@ -323,6 +364,7 @@ class FlagFileProvider(AbstractProvider):
         if message == self._fault:
             return  # once per distinct fault
         self._fault = message
+        self._note_serving()
         self._logger.error(
             "flag source fault, keeping the last good flags (version %s from %s): %s",
             self._version,

@@ -80,6 +80,8 @@ def test_one_decision_record_per_run_with_every_field(
         "reason": "STATIC",
         "error_code": None,
         "flag_set_version": "7",
+        "flag_source": None,  # a provider that does not say where its flags come from
+        "flag_source_fault": None,
         "provider": "In-Memory Provider",
     }
     # The record agrees with what the handler really used.

@@ -64,13 +64,30 @@ def test_unknown_phase_is_a_configuration_error(no_provider: None, phase: str) -
         ensure_provider({"rollout_phase": phase}, LOG)
 
 
-def test_unknown_phase_fails_the_run_before_anything_is_sent(
-    no_provider: None, make_handler: Any, sent: list[Any]
+@pytest.mark.parametrize(
+    ("setting", "environment", "match"),
+    [
+        ({"rollout_phase": "canary"}, {}, r"unknown rollout phase .*'canary'; expected one of"),
+        ({}, {"ROLLOUT_PHASE": "Production"}, r"'Production' \(did you mean 'production'\?\)"),
+        ({"rollout_phase": "stagin"}, {}, r"did you mean 'staging'"),
+        ({"partition_key_mode": "compsite"}, {}, r"did you mean 'composite'.*flag, composite"),
+        ({"flag_source": "s3://bucket-only"}, {}, "s3://bucket/key"),
+    ],
+)
+def test_bad_flag_settings_are_refused_when_the_handler_is_created(
+    no_provider: None,
+    make_handler: Any,
+    sent: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: dict[str, Any],
+    environment: dict[str, str],
+    match: str,
 ) -> None:
-    handler = make_handler(rollout_phase="canary")
-    with pytest.raises(FlagConfigError, match="'canary'"):
-        handler.invoke_async_funct("f")
-    assert sent == []
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(FlagConfigError, match=match):
+        make_handler(**setting)
+    assert sent == [] and not isinstance(_registered(), FlagFileProvider)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +111,7 @@ def test_a_registered_provider_always_wins(no_provider: None) -> None:
 
 
 def test_the_plugin_provider_is_kept(partition_key_flag: Any) -> None:
-    default_provider._reset_for_tests()
+    default_provider.reset()
     before = _registered()
     ensure_provider({"rollout_phase": "production"}, LOG)
     assert _registered() is before and not isinstance(before, FlagFileProvider)
