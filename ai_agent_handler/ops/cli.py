@@ -549,6 +549,9 @@ def _file_rows(
 def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     targets = _targets(args)
     rows, code = _file_rows(args, targets)
+    for row, target in zip(rows, targets, strict=True):
+        if target.origin == "file":
+            row["fallback"] = None if row["valid"] else _fallback(row["phase"], target.source)
     if args.json:
         out(json.dumps({"files": rows}, indent=2))
         return code
@@ -558,9 +561,37 @@ def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         if row["valid"]:
             out(f"{label}  {row['state']['description']}")
             out(f"{' ' * width}  version {row['version']}, {row['source']}{target.note()}")
-        else:
-            out(f"{label}  UNREADABLE OR INVALID: {row['error']}")
+            continue
+        out(f"{label}  UNREADABLE OR INVALID: {row['error']}")
+        fallback = row.get("fallback")
+        if fallback is not None:
+            out(
+                f"{' ' * width}  handlers reading it keep their last good flags; a cold start "
+                f"serves the shipped {fallback['phase']} file (decision log: flag_source = "
+                f"fallback), here version {fallback['version']}: {fallback['description']}"
+            )
     return code
+
+
+def _fallback(phase: str | None, source: str) -> dict[str, Any] | None:
+    """What handlers serve while a live file is unreadable: the shipped file of its phase
+    (as this installation has it), for ``status`` to say; None when the phase is unknown."""
+    phase = phase or edits.phase_of(None, source)
+    if phase is None:
+        return None
+    try:
+        path = default_provider.shipped_flag_file(phase)
+        doc = parse(path.read_bytes(), source=str(path))
+    except (OSError, FlagFileError):
+        return None
+    state = edits.read_state(doc)
+    return {
+        "phase": phase,
+        "source": str(path),
+        "version": edits.version_of(doc),
+        "kind": state.kind,
+        "description": state.describe(),
+    }
 
 
 def _summary_on_stderr(errors: list[str], total: int) -> None:

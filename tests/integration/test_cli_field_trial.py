@@ -890,3 +890,42 @@ def test_seed_has_its_own_help(run: Runner) -> None:
     result = run("seed", "--help")
     assert result.code == cli.EXIT_OK
     assert "--from" in result.out and "already seeded" in result.out
+
+
+# -- status of an unreadable live file says what handlers serve meanwhile -------------------------
+@pytest.mark.parametrize(
+    ("name", "content", "fallback"),
+    [
+        ("production.flagd.json", None, "production"),  # missing
+        ("staging.flagd.json", b"{ half", "staging"),  # invalid
+        ("live.flagd.json", None, None),  # no phase in the name: nothing to say
+    ],
+)
+def test_status_of_an_unreadable_live_file_says_what_handlers_serve(
+    run: Runner, tmp_path: Path, name: str, content: bytes | None, fallback: str | None
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    result = run("--file", str(path), "status")
+    assert result.code == (cli.EXIT_ERROR if content is None else cli.EXIT_INVALID)
+    (row,) = run("--json", "--file", str(path), "status").json()["files"]
+    if fallback is None:
+        assert row["fallback"] is None and "cold start" not in result.out
+        return
+    shipped = default_provider.shipped_flag_file(fallback)
+    assert row["fallback"] == {
+        "phase": fallback,
+        "source": str(shipped),
+        "version": 1,
+        "kind": "legacy-everywhere",
+        "description": "legacy everywhere (every endpoint sends endpoint_id)",
+    }
+    assert f"a cold start serves the shipped {fallback} file" in result.out
+    assert "flag_source = fallback" in result.out
+
+
+def test_status_of_a_readable_live_file_has_no_fallback(run: Runner, tmp_path: Path) -> None:
+    path = copy_phase_files(tmp_path)["production"]
+    (row,) = run("--json", "--file", str(path), "status").json()["files"]
+    assert row["valid"] and row["fallback"] is None
