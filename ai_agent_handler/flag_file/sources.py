@@ -21,9 +21,11 @@ run's thread: ``False`` when :meth:`~FlagSource.fetch` would certainly return ``
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -272,8 +274,8 @@ def _read_body(body: Any, deadline: float, name: str, timeout: float) -> bytes:
     between bounds the whole fetch.
     """
     raw = getattr(body, "_raw_stream", None)
-    read1 = getattr(raw, "read1", None)
-    if read1 is None:  # an urllib3 without read1, or a test double: one plain read
+    read1 = _read1(raw)
+    if read1 is None:  # a stream that is not an HTTP response (a test double): one read
         data: bytes = body.read()
         return data
     late = f"{name}: body not received within {timeout:g} s"
@@ -294,14 +296,37 @@ def _read_body(body: Any, deadline: float, name: str, timeout: float) -> bytes:
     except SourceUnavailable:
         body.close()
         raise
-    except (OSError, HTTPError) as err:  # a socket timeout or reset while reading
+    # A socket timeout or reset while reading; http.client's IncompleteRead when urllib3
+    # 1.26's http.client response is read directly.
+    except (OSError, HTTPError, http.client.HTTPException) as err:
         body.close()
         if time.monotonic() >= deadline:
             raise SourceUnavailable(late) from None
         raise SourceUnavailable(f"{name}: body read failed: {err}") from err
     if expected is not None and size != int(expected):
+        body.close()
         raise SourceUnavailable(f"{name}: body truncated ({size} of {expected} bytes)")
+    # The whole body is read: the connection goes back to the pool (urllib3 2 did so in
+    # read1; urllib3 1.26, whose http.client response was read directly, has to be told).
+    release = getattr(raw, "release_conn", None)
+    if release is not None:
+        release()
     return b"".join(parts)
+
+
+def _read1(raw: Any) -> Callable[[int], bytes] | None:
+    """What returns the bytes that have arrived (at most n) without waiting for more.
+
+    urllib3 2's response has ``read1``. urllib3 1.26's has not (botocore allows 1.26) and
+    its ``read(n)`` waits for n bytes, each socket read within the read timeout: a dripping
+    server would hold it for minutes. The http.client response under it (``_fp``) has
+    ``read1``; botocore asks urllib3 for undecoded content, so its bytes are the same.
+    ``None`` for a stream that is neither (a test double).
+    """
+    read1: Callable[[int], bytes] | None = getattr(raw, "read1", None)
+    if read1 is None:
+        read1 = getattr(getattr(raw, "_fp", None), "read1", None)
+    return read1
 
 
 def _set_socket_timeout(raw: Any, seconds: float) -> None:

@@ -540,6 +540,9 @@ def _file_rows(
     rows, code = [], EXIT_OK
     for target in targets:
         row, row_code = _file_row(args, target)
+        # What handlers serve while a live file is unusable (a phase file is no live file).
+        usable = row["valid"] or target.origin != "file"
+        row["fallback"] = None if usable else _fallback(row["phase"], target.source)
         rows.append(row)
         code = max(code, row_code)
     _summary_on_stderr([row["error"] for row in rows if row["error"]], len(rows))
@@ -549,9 +552,6 @@ def _file_rows(
 def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     targets = _targets(args)
     rows, code = _file_rows(args, targets)
-    for row, target in zip(rows, targets, strict=True):
-        if target.origin == "file":
-            row["fallback"] = None if row["valid"] else _fallback(row["phase"], target.source)
     if args.json:
         out(json.dumps({"files": rows}, indent=2))
         return code

@@ -784,6 +784,7 @@ FILE_KEYS = {
     "state",
     "error",
     "problems",
+    "fallback",
 }
 CHANGE_KEYS = {
     "command",

@@ -112,6 +112,57 @@ def test_s3_fetch_alone_ends_by_its_timeout() -> None:
         assert time.monotonic() - began < 2
 
 
+class Urllib3WithoutRead1:
+    """An S3 body's urllib3 response shaped like urllib3 1.26's (botocore allows 1.26 on
+    Python >= 3.10): no ``read1``, the http.client response under it as ``_fp``."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "read1":
+            raise AttributeError(name)
+        return getattr(self._raw, name)
+
+
+def urllib3_shaped(client: Any, shape: str) -> Any:
+    if shape == "urllib3 1.26":
+
+        def reshape(parsed: dict[str, Any], **_: Any) -> None:
+            body = parsed.get("Body")
+            if body is not None:
+                body._raw_stream = Urllib3WithoutRead1(body._raw_stream)
+
+        client.meta.events.register("after-call.s3.GetObject", reshape)
+    return client
+
+
+@pytest.mark.parametrize("shape", ["urllib3 as installed", "urllib3 1.26"])
+def test_s3_body_is_read_whole_then_not_again_with_either_urllib3(shape: str) -> None:
+    good = dump(everywhere(True, version=1))
+    with DripServer() as server:
+        server.objects[("flags", "dev.json")] = good
+        client = urllib3_shaped(s3_client(server.url), shape)
+        source = S3Source("s3://flags/dev.json", client=client, min_interval=0, timeout=2)
+        assert source.fetch() == good
+        assert source.fetch() is None  # 304 on the connection given back to the pool
+        server.objects[("flags", "dev.json")] = changed = dump(everywhere(False, version=2))
+        assert source.fetch() == changed
+        assert server.requests == 3 and server.cut_off == 0
+
+
+@pytest.mark.parametrize("shape", ["urllib3 as installed", "urllib3 1.26"])
+def test_s3_drip_is_cut_off_by_the_timeout_with_either_urllib3(shape: str) -> None:
+    with DripServer(drip=0.05) as server:
+        server.objects[("flags", "dev.json")] = dump(everywhere(True))
+        client = urllib3_shaped(s3_client(server.url), shape)
+        source = S3Source("s3://flags/dev.json", client=client, timeout=0.4)
+        began = time.monotonic()
+        with pytest.raises(Exception, match=r"body not received within 0\.4 s"):
+            source.fetch()
+        assert time.monotonic() - began < 2
+
+
 def test_a_fifo_in_place_of_the_flag_file_is_a_fault_not_a_hang(tmp_path: Path) -> None:
     path = tmp_path / "flags.json"
     path.write_bytes(dump(everywhere(True, version=1)))
