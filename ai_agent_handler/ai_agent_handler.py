@@ -52,9 +52,10 @@ class AIAgentEventHandler:
     ``setting`` keys read here: ``region_name``, ``aws_access_key_id``,
     ``aws_secret_access_key`` (all three or none), ``lambda_task_function``, ``test_mode``,
     ``functs_on_local``, ``accumulated_partial_text_buffer`` (default 10, read per call),
-    ``rollout_phase`` (else ``$ROLLOUT_PHASE``), ``flag_source`` (else ``$FLAG_SOURCE``) and
-    the flag provider's ``flag_min_interval``, ``flag_refresh_wait`` and ``flag_bucket_owner``
-    (:mod:`ai_agent_handler.settings`).
+    ``rollout_phase`` (else ``$ROLLOUT_PHASE``), ``flag_source`` (else ``$FLAG_SOURCE``), the
+    flag provider's ``flag_min_interval``, ``flag_refresh_wait`` and ``flag_bucket_owner``, and
+    ``partition_key_mode`` (:mod:`ai_agent_handler.settings`): these are read once, here, and
+    a bad value raises :class:`~ai_agent_handler.FlagConfigError` before the handler exists.
     Streaming (see :meth:`send_data_to_stream`): ``stream_dispatch`` (``"background"``, the
     default, or ``"sync"``), ``stream_workers`` (32), ``stream_queue_size`` (1000) and
     ``stream_flush_timeout`` (60 s). The keyword-only ``aws_lambda`` / ``aws_s3`` inject
