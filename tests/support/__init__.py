@@ -6,6 +6,7 @@ Fixtures live in ``conftest.py`` files; these modules are imported explicitly.
 * :mod:`.flags`: phase documents, flag-file writers, provider recorders.
 * :mod:`.cli`: running ``ai-agent-rollout`` in process, scratch phase files, audit records.
 * :mod:`.fault_server`: a scripted Lambda / SQS / S3 on loopback.
+* :mod:`.dev`: ``dev.py`` (the developer entry point) loaded as a module.
 """
 
 from __future__ import annotations

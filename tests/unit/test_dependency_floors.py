@@ -13,13 +13,14 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+from tests.support.dev import load_dev
+
+ROOT = REPO
 
 #: (distribution, first release with it, what the code uses)
 NEEDS = [
@@ -35,14 +36,6 @@ NEEDS = [
     ("moto", "5.0.13", "ThreadedMotoServer.get_host_and_port (the moto_server fixture)"),
     ("opentelemetry-sdk", "1.29.0", "what openfeature-hooks-opentelemetry 0.3.0 requires"),
 ]
-
-
-def load_dev() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dev_entry", ROOT / "dev.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 dev = load_dev()

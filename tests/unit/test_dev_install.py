@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import sys
 import time
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_dev() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dev_entry", ROOT / "dev.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.support.dev import load_dev
 
 dev = load_dev()
 
