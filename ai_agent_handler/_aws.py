@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from .exceptions import FlagConfigError
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
 
@@ -30,6 +31,7 @@ __all__ = [
     "NOT_FOUND",
     "NOT_MODIFIED",
     "RETRY_CONFIG",
+    "cloudwatch_client",
     "credentials",
     "describe",
     "error_code",
@@ -95,6 +97,12 @@ def s3_client(
 ) -> S3Client:
     """A new S3 client; ``config`` :data:`FLAG_READ_CONFIG` for reads on a run's path."""
     return boto3.client("s3", config=config, **credentials(setting or {}))
+
+
+def cloudwatch_client() -> CloudWatchClient:
+    """A new CloudWatch client on boto3's own chain (``AWS_ENDPOINT_URL`` and
+    ``AWS_ENDPOINT_URL_CLOUDWATCH`` included), with standard-mode retries."""
+    return boto3.client("cloudwatch", config=RETRY_CONFIG)
 
 
 _shared: dict[tuple[tuple[str, Any], ...], LambdaClient] = {}

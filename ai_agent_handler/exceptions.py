@@ -18,6 +18,10 @@
     ├── FlagEditError (ValueError)      an operator's edit cannot apply to the document
     ├── StoreError                      reading or writing an operator's flag file failed
     │   └── ConflictError               someone else changed it meanwhile; nothing written
+    ├── RampError (ValueError)          a ramp command that cannot apply: bad steps or
+    │                                   duration, no ramp, a ramp already running, an alarm
+    ├── MetricsError                    CloudWatch could not be read: no evidence, so a
+    │                                   ramp holds
     └── MCPError                        an MCP server or tool failed (``server``, ``tool``)
         ├── MCPToolError (RuntimeError) the tool ran and answered with an error result
         ├── MCPToolNotFound             no server offers the name: "Function <name> not
@@ -38,6 +42,8 @@ What a caller is expected to catch: :class:`PartitionKeyError` when assigning id
 :class:`InvocationError` that is *also* an instance of the botocore error it wraps
 (``ClientError``, a modeled ``client.exceptions.X``, ``ReadTimeoutError``, ...), so provider
 code written for upstream, ``except botocore.exceptions.ClientError``, still catches it.
+The receivers' ``receiver.InvalidRoutingKey`` (a ``ValueError``) lives in ``receiver.py``,
+which imports nothing of this package so that a receiver can copy the one file.
 The flag-source errors never reach a handler: the provider keeps its last good flags and
 reports them as events and log lines.
 AWS errors (botocore's ``ClientError`` / ``BotoCoreError``) are translated at the edge that
@@ -66,7 +72,9 @@ __all__ = [
     "MCPTimeoutError",
     "MCPToolError",
     "MCPToolNotFound",
+    "MetricsError",
     "PartitionKeyError",
+    "RampError",
     "SourceAccessDenied",
     "SourceNotFound",
     "SourceUnavailable",
@@ -242,3 +250,11 @@ class MCPConnectionError(MCPError, ConnectionError):
 
 class MCPProtocolError(MCPError):
     """The server answered outside the protocol: an HTTP error status or a JSON-RPC error."""
+
+
+class RampError(AIAgentHandlerError, ValueError):
+    """A ramp command that cannot apply (bad steps or duration, no ramp, wrong status)."""
+
+
+class MetricsError(AIAgentHandlerError):
+    """CloudWatch could not be read (permissions, throttling, network): no evidence."""

@@ -9,6 +9,9 @@ from the request boto3 actually sent (a ``before-send`` hook), not from the hand
 2. Production, one long-lived handler: ``allow``, ``percent`` and ``rollback`` are applied
    with ``ai-agent-rollout`` between runs, and each change shows on the next run without a
    restart. During the rollback one run is in flight: it keeps the key it started with.
+3. A guarded ramp on the same file: ``ramp start``, a ``ramp tick`` that advances while the
+   alarm is OK and the runs' decisions (put into moto's CloudWatch as the EMF lines would
+   be) suffice; then the alarm fires and the next tick rolls back one step and pauses.
 
 Exits non-zero when what was sent is not what the flag files say.
 """
@@ -298,6 +301,7 @@ def _demo(scratch: Path, started: float, decisions: DecisionLog) -> int:
         + "; ".join(f"v{r['version_after']} {r['command']} by {r['actor']}" for r in records)
     )
 
+    ramp = _guarded_ramp(production, runs_now, decisions, problems)
     composite_at_percent = sum(1 for s in percent.values() if s == "composite")
     _expect(problems, set(before.values()) == {"legacy"}, "production ships legacy")
     _expect(problems, canary[CANARY] == "composite", "the canary turns composite")
@@ -319,9 +323,117 @@ def _demo(scratch: Path, started: float, decisions: DecisionLog) -> int:
     print(
         f"OK: {len(wire.calls)} Lambda calls checked in {elapsed:.1f} s -- canary, then "
         f"{composite_at_percent}/{len(ENDPOINTS)} endpoints composite at {PERCENT} %, then "
-        "rollback: legacy everywhere on the next run, no restart."
+        "rollback: legacy everywhere on the next run, no restart; a guarded ramp rolled "
+        f"back from {ramp} on an alarm and paused."
     )
     return 0
+
+
+RAMP_STEPS = (30, 60, 100)
+ALARM = "agent-receivers-errors"
+
+
+def _guarded_ramp(
+    production: Path,
+    runs_now: Any,
+    decisions: DecisionLog,
+    problems: list[str],
+) -> str:
+    """Part 3: ``ramp start``, ``ramp tick`` between runs; an alarm fires and the next tick
+    rolls back one step and pauses. Returns the step it rolled back from."""
+    import boto3
+
+    print()
+    print("3. A guarded ramp: each tick advances one step while the alarm is OK; an alarm")
+    print("   rolls back one step and pauses (moto does not evaluate alarms: the demo sets")
+    print("   the state CloudWatch would set when the receivers' errors rise)")
+    cloudwatch = boto3.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName=ALARM,
+        Namespace="receivers",
+        MetricName="Errors",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    cloudwatch.set_alarm_state(AlarmName=ALARM, StateValue="OK", StateReason="demo")
+    reported = len(decisions.records)
+
+    def report_to_cloudwatch() -> None:
+        # What the fleet's EMF lines become: KeyDecisions per key scheme.
+        nonlocal reported
+        new, reported = decisions.records[reported:], len(decisions.records)
+        for scheme in ("composite", "legacy"):
+            count = sum(1 for record in new if record.get("key_scheme") == scheme)
+            if count:
+                cloudwatch.put_metric_data(
+                    Namespace="ai_agent_handler",
+                    MetricData=[
+                        {
+                            "MetricName": "KeyDecisions",
+                            "Dimensions": [
+                                {"Name": "phase", "Value": "production"},
+                                {"Name": "key_scheme", "Value": scheme},
+                            ],
+                            "Value": count,
+                            "Unit": "Count",
+                        }
+                    ],
+                )
+
+    steps = ",".join(map(str, RAMP_STEPS))
+    said = _rollout(
+        production,
+        "ramp",
+        "start",
+        "--steps",
+        steps,
+        "--bake",
+        "0s",
+        "--alarm",
+        ALARM,
+        "--min-decisions",
+        "2",
+        "--reason",
+        "demo",
+    )
+    print(f"     {said[0]}")
+    first = runs_now(f"ramp {RAMP_STEPS[0]} %")
+    report_to_cloudwatch()
+    said = _rollout(production, "ramp", "tick")
+    print("\n".join(f"     {line.strip()}" for line in said[:3]))
+    second = runs_now(f"ramp {RAMP_STEPS[1]} %")
+    report_to_cloudwatch()
+    cloudwatch.set_alarm_state(AlarmName=ALARM, StateValue="ALARM", StateReason="demo")
+    print(f"   (alarm {ALARM} goes to ALARM)")
+    said = _rollout(production, "ramp", "tick")
+    print(f"     {said[0]}")
+    print(f"     {said[1].strip()}")
+    back = runs_now(f"alarm: {RAMP_STEPS[0]} %")
+    status = _rollout(production, "ramp", "status")
+    print(f"     {status[0]}")
+    print(f"     {status[1].strip()}")
+
+    labels = (f"ramp {RAMP_STEPS[0]} %", f"ramp {RAMP_STEPS[1]} %", "after the alarm")
+    print("   key scheme of each endpoint's next run:")
+    print(f"   {'endpoint':<24} " + "".join(f"{label:<16}" for label in labels).rstrip())
+    for endpoint, _ in ENDPOINTS:
+        row = "".join(f"{schemes[endpoint]:<16}" for schemes in (first, second, back))
+        print(f"   {endpoint:<24} {row}".rstrip())
+
+    def composite(schemes: dict[str, str]) -> set[str]:
+        return {e for e, scheme in schemes.items() if scheme == "composite"}
+
+    _expect(problems, composite(first) < composite(second), "the ramp's step 2 moves more")
+    _expect(
+        problems,
+        composite(back) == composite(first),
+        "the alarm moves back exactly the endpoints of the step it undoes",
+    )
+    _expect(problems, ": paused, step 1/3" in status[0], "the ramp is paused after the alarm")
+    return f"{RAMP_STEPS[1]} % to {RAMP_STEPS[0]} %"
 
 
 def _expect(problems: list[str], ok: bool, what: str) -> None:

@@ -24,6 +24,7 @@ Helpers that are not fixtures are in :mod:`tests.support`.
 from __future__ import annotations
 
 import logging
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,7 +120,10 @@ def moto_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    url = f"http://{host}:{port}"
+    # The server's backends are moto's process-wide ones: empty them for this test.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+    yield url
     server.stop()
 
 

@@ -16,7 +16,6 @@ written.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
 import os
@@ -40,7 +39,22 @@ from ..flag_file import default_provider
 from ..flag_file.document import parse
 from ..partition_key import validate_id
 from ..settings import PHASES
-from . import edits
+from . import cli_ramp, cli_retire, edits
+from ._cli_base import (
+    ACTOR_ENV,
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_NOT_DONE,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    actor,
+    location,
+    printable,
+)
 from .explain import explain
 from .store import Change, Edit, FlagStore, Snapshot, commit, open_store, seed
 
@@ -49,25 +63,13 @@ __all__ = [
     "EXIT_CONFLICT",
     "EXIT_ERROR",
     "EXIT_INVALID",
+    "EXIT_NOT_DONE",
     "EXIT_OK",
+    "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "build_parser",
     "main",
 ]
-
-PROG = "ai-agent-rollout"
-ACTOR_ENV = "AI_AGENT_ROLLOUT_ACTOR"
-
-#: Done, or nothing to do (an edit that changes nothing, a file already seeded).
-EXIT_OK = 0
-#: Reading or writing failed (missing file or folder, permission, AWS error); nothing written.
-EXIT_ERROR = 1
-#: The command line is wrong (nothing was read or written).
-EXIT_USAGE = 2
-#: The flag file is invalid, or the edit would make it invalid / cannot apply; nothing written.
-EXIT_INVALID = 3
-#: Someone else changed the file meanwhile (S3 ETag) or holds the lock; nothing written.
-EXIT_CONFLICT = 4
 
 #: The subcommands, and those that write.
 COMMANDS = (
@@ -80,6 +82,8 @@ COMMANDS = (
     "rollback",
     "seed",
     "validate",
+    "ramp",
+    "retire-check",
 )
 WRITES = frozenset({"set", "allow", "disallow", "percent", "rollback", "seed"})
 
@@ -97,6 +101,7 @@ examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/product
   {PROG} --file $P set composite --reason "CHG-42 done"
   {PROG} --file $P rollback --reason "INC-7 receivers reject keys"
   {PROG} validate flags/*.flagd.json
+  {PROG} --file $P ramp start --steps 1,5,25,50,100 --bake 1d --alarm NAME   (ramp --help)
 
 rollback = legacy key for every endpoint, right away (running handlers: from their next run).
 --phase NAME is the repository's flags/NAME.flagd.json when run inside a checkout (it ships
@@ -105,25 +110,19 @@ package, which status, explain and validate read and nothing writes.
 A command that would change nothing writes nothing (no version, no audit record, no lock).
 
 exit codes: 0 done or nothing to do; 1 read/write/AWS error; 2 bad command line; 3 invalid
-flag file or edit refused; 4 someone else changed the file or holds the lock. Nothing is
-written on any error. What each means and what to do: rollout.md, section 1, "Exit codes".
+flag file or edit refused; 4 someone else changed the file or holds the lock; 5 the answer
+is no (the ramp ended paused or aborted; retire-check: not yet); 6 the ramp was still
+running at --timeout. Nothing is written on any error. What each means and what to do:
+rollout.md, section 1, "Exit codes".
 environment: {ACTOR_ENV} names you in the audit record (default: your OS user);
 AWS_PROFILE / AWS_REGION etc. for s3:// files. Runbook: rollout.md.
 """
 
 
-class _CliError(Exception):
-    """An error reported as one line on stderr with its exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class _Parser(argparse.ArgumentParser):
     # One line on stderr, not argparse's usage block: scripts and tired eyes read one line.
     def error(self, message: str) -> NoReturn:
-        raise _CliError(f"{message} (see {self.prog} --help)", EXIT_USAGE)
+        raise CliError(f"{message} (see {self.prog} --help)", EXIT_USAGE)
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -241,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = add("validate", "check flag files (default: the three phase files)")
     check.add_argument("files", nargs="*", metavar="FILE")
+    cli_ramp.add_parser(commands, common, _Parser)
+    cli_retire.add_parser(commands, common)
     return parser
 
 
@@ -291,35 +292,24 @@ def _swallowed_command(argv: Sequence[str]) -> str | None:
 
 def _not_empty(what: str, value: str | None) -> None:
     if value is not None and value == "":
-        raise _CliError(f"{what} is empty: {_UNSET}", EXIT_USAGE)
+        raise CliError(f"{what} is empty: {_UNSET}", EXIT_USAGE)
 
 
 def _check_id(field: str, value: str) -> None:
     """An id given on the command line: refused here (exit 2) as the handler would refuse it,
     and when empty or not printable (a stray control character from a paste)."""
     if value == "":
-        raise _CliError(f"{field} is empty: {_UNSET}", EXIT_USAGE)
+        raise CliError(f"{field} is empty: {_UNSET}", EXIT_USAGE)
     try:
         validate_id(field, value)
     except PartitionKeyError as err:
-        raise _CliError(str(err), EXIT_USAGE) from err
+        raise CliError(str(err), EXIT_USAGE) from err
     if not value.isprintable():
-        raise _CliError(
+        raise CliError(
             f"{field} must be printable characters only (no tabs, control or format "
             f"characters): {value!r}",
             EXIT_USAGE,
         )
-
-
-def _location(text: str) -> str:
-    """A ``--file``/``FILE`` value: a path, or an S3 URI in its one spelling
-    (``S3://b/k`` is ``s3://b/k``; ``s3:/b/k`` and other malformed ones are refused)."""
-    if not _aws.is_s3_uri(text):
-        return text
-    try:
-        return _aws.s3_uri(text)
-    except FlagConfigError as err:
-        raise _CliError(str(err), EXIT_USAGE) from err
 
 
 def _check_command_line(args: argparse.Namespace) -> None:
@@ -327,12 +317,12 @@ def _check_command_line(args: argparse.Namespace) -> None:
     _not_empty("--file", args.file)
     _not_empty("--audit-log", args.audit_log)
     if args.file:
-        args.file = _location(args.file)
+        args.file = location(args.file)
     command = args.command
     if command == "validate":
         for name in args.files:
             _not_empty("validate: FILE", name)
-        args.files = [_location(name) for name in args.files]
+        args.files = [location(name) for name in args.files]
     if command in ("allow", "disallow"):
         for endpoint in args.endpoints:
             _check_id("endpoint_id", endpoint)
@@ -340,16 +330,18 @@ def _check_command_line(args: argparse.Namespace) -> None:
         _check_id("endpoint_id", args.endpoint)
         if args.part_id is not None:
             _check_id("part_id", args.part_id)
+    if command == "ramp":
+        cli_ramp.check_usage(args)
     if command == "seed":
         if args.file is None:
-            raise _CliError(
+            raise CliError(
                 "seed needs --file PATH|s3://BUCKET/KEY (the live file to create) and "
                 "--from FILE|PHASE",
                 EXIT_USAGE,
             )
         _not_empty("--from", args.seed_from)
         if args.seed_from not in PHASES:
-            args.seed_from = _location(args.seed_from)
+            args.seed_from = location(args.seed_from)
 
 
 # -- where files are ------------------------------------------------------------------------
@@ -421,7 +413,7 @@ def _phase_target(phase: str) -> _Target:
     try:
         shipped = default_provider.shipped_flag_file(phase)
     except (FlagConfigError, FileNotFoundError) as err:
-        raise _CliError(str(err), EXIT_ERROR) from err
+        raise CliError(str(err), EXIT_ERROR) from err
     in_checkout = shipped.parent.name == "flags" and _is_checkout(shipped.parent.parent)
     return _Target(phase, str(shipped), "checkout" if in_checkout else "installed")
 
@@ -443,7 +435,7 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
 
 def _one_target(args: argparse.Namespace) -> _Target:
     if args.file is None and not args.phase:
-        raise _CliError(
+        raise CliError(
             f"{args.command} needs --file PATH|s3://BUCKET/KEY or --phase "
             f"{{{','.join(PHASES)}}} (see {PROG} --help)",
             EXIT_USAGE,
@@ -456,7 +448,7 @@ def _write_target(args: argparse.Namespace) -> _Target:
     target = _one_target(args)
     if target.origin == "installed":
         name = f"flags/{target.phase}.flagd.json"
-        raise _CliError(
+        raise CliError(
             f"--phase {target.phase} names the file installed with the package "
             f"({target.source}); run from a checkout of the repository to edit {name}, "
             "or use --file PATH",
@@ -466,7 +458,7 @@ def _write_target(args: argparse.Namespace) -> _Target:
     if package is not None and not _aws.is_s3_uri(target.source):
         resolved = Path(os.path.realpath(target.source))
         if resolved.is_relative_to(package):
-            raise _CliError(
+            raise CliError(
                 f"{target.source} is inside the installed package ({package}); writes never "
                 "go there: edit flags/<phase>.flagd.json in a checkout of the repository, or "
                 "a live file with --file PATH",
@@ -479,20 +471,20 @@ def _store(args: argparse.Namespace, source: str) -> FlagStore:
     try:
         return open_store(source, audit_log=args.audit_log, lock_timeout=args.lock_timeout)
     except FlagConfigError as err:  # a malformed s3:// URI
-        raise _CliError(str(err), EXIT_USAGE) from err
+        raise CliError(str(err), EXIT_USAGE) from err
 
 
 def _read_valid(store: FlagStore) -> tuple[Snapshot, dict[str, Any]]:
     try:
         snapshot = store.read()
     except StoreError as err:
-        raise _CliError(str(err), EXIT_ERROR) from err
+        raise CliError(str(err), EXIT_ERROR) from err
     if snapshot.data is None:
-        raise _CliError(f"{store.source}: no such file", EXIT_ERROR)
+        raise CliError(f"{store.source}: no such file", EXIT_ERROR)
     try:
         return snapshot, parse(snapshot.data, source=store.source)
     except FlagFileError as err:
-        raise _CliError(str(err), EXIT_INVALID) from err
+        raise CliError(str(err), EXIT_INVALID) from err
 
 
 # -- read-only commands ---------------------------------------------------------------------
@@ -514,7 +506,7 @@ def _file_row(args: argparse.Namespace, target: _Target) -> tuple[dict[str, Any]
     try:
         snapshot = _store(args, source).read()
         if snapshot.data is None:
-            raise _CliError(f"{source}: no such file", EXIT_ERROR)
+            raise CliError(f"{source}: no such file", EXIT_ERROR)
         doc = parse(snapshot.data, source=source)
     except FlagFileError as err:
         row.update(error=str(err), problems=list(err.problems))
@@ -522,7 +514,7 @@ def _file_row(args: argparse.Namespace, target: _Target) -> tuple[dict[str, Any]
     except StoreError as err:
         row["error"] = str(err)
         return row, EXIT_ERROR
-    except _CliError as err:
+    except CliError as err:
         row["error"] = str(err)
         return row, err.code
     row.update(
@@ -601,7 +593,7 @@ def _summary_on_stderr(errors: list[str], total: int) -> None:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         print(
             f"{PROG}: error: {len(errors)} of {total} flag file(s) unusable: "
-            f"{_printable(first)}{more}",
+            f"{printable(first)}{more}",
             file=sys.stderr,
             flush=True,
         )
@@ -634,7 +626,7 @@ def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     try:
         said = explain(source, doc, args.endpoint, args.part_id, phase)
     except PartitionKeyError as err:
-        raise _CliError(str(err), EXIT_USAGE) from err
+        raise CliError(str(err), EXIT_USAGE) from err
     result = {"source": said.pop("source"), "phase": said.pop("phase"), "origin": target.origin}
     result.update(said)
     if args.json:
@@ -659,26 +651,16 @@ def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 # -- changes ----------------------------------------------------------------------------------
 
 
-def _actor() -> str:
-    actor = os.environ.get(ACTOR_ENV)
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a container user without a passwd entry
-        return f"uid:{os.getuid()}"
-
-
 def _changing(work: Callable[[], Change]) -> Change:
     """Run a change, its errors as exit codes."""
     try:
         return work()
     except ConflictError as err:
-        raise _CliError(str(err), EXIT_CONFLICT) from err
+        raise CliError(str(err), EXIT_CONFLICT) from err
     except StoreError as err:
-        raise _CliError(str(err), EXIT_ERROR) from err
+        raise CliError(str(err), EXIT_ERROR) from err
     except (FlagFileError, FlagEditError) as err:
-        raise _CliError(str(err), EXIT_INVALID) from err
+        raise CliError(str(err), EXIT_INVALID) from err
 
 
 def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, edit: Edit) -> int:
@@ -690,7 +672,7 @@ def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, ed
             store,
             edit,
             command=label,
-            actor=_actor(),
+            actor=actor(),
             reason=args.reason,
             phase=target.phase,
             repair=rollback,
@@ -733,7 +715,7 @@ def _seed(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             store,
             document,
             command=f"seed --from {origin}",
-            actor=_actor(),
+            actor=actor(),
             reason=args.reason,
         )
     )
@@ -752,7 +734,7 @@ def _report(
     where = f"--file {target.source}" if args.file is not None else f"--phase {change.phase}"
     restore_lines = [f"{PROG} {where} {command}" for command in change.restore]
     for warning in warnings:
-        print(f"{PROG}: note: {_printable(warning)}", file=sys.stderr, flush=True)
+        print(f"{PROG}: note: {printable(warning)}", file=sys.stderr, flush=True)
     if args.json:
         body = change.to_json()
         body.update(origin=target.origin, restore=restore_lines)
@@ -824,7 +806,12 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return _change(args, out, f"percent {percent}", lambda d: edits.set_percent(d, percent))
     if command == "rollback":
         return _change(args, out, "rollback", edits.rollback)
-    raise _CliError(f"unknown command {command!r}", EXIT_USAGE)  # argparse refuses it first
+    if command == "retire-check":
+        return cli_retire.run(args, out, lambda phase: _phase_target(phase).source)
+    if command == "ramp":
+        target = _write_target(args)
+        return cli_ramp.run(args, out, _store(args, target.source))
+    raise CliError(f"unknown command {command!r}", EXIT_USAGE)  # argparse refuses it first
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -834,13 +821,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
-        except _CliError as err:
-            raise _CliError(_swallowed_command(argv) or str(err), err.code) from None
+        except CliError as err:
+            raise CliError(_swallowed_command(argv) or str(err), err.code) from None
         _check_command_line(args)
         # --json output is JSON (ASCII, every control character escaped); the human lines
         # carry ids and paths from files and command lines: escaped for the terminal.
-        return _run(args, lambda line: print(line if args.json else _printable(line), flush=True))
-    except _CliError as err:
+        return _run(args, lambda line: print(line if args.json else printable(line), flush=True))
+    except CliError as err:
         return _fail(str(err), err.code, want_json)
     except FlagEditError as err:
         return _fail(str(err), EXIT_INVALID, want_json)
@@ -850,18 +837,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
-def _printable(text: str) -> str:
-    """``text`` safe to show on a terminal: every non-printable character (C0 and C1
-    controls such as ESC, line and paragraph separators, bidi and other format characters)
-    written as an escape the way ``repr`` does (``\\x1b``, ``\\u202e``)."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def _fail(message: str, code: int, want_json: bool) -> int:
     one_line = " ".join(message.split())
-    print(f"{PROG}: error: {_printable(one_line)}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {printable(one_line)}", file=sys.stderr, flush=True)
     if want_json:
         print(json.dumps({"error": one_line, "exit_code": code}), flush=True)
     return code

@@ -95,9 +95,11 @@ __all__ = [
     "LocalFileStore",
     "S3Store",
     "Snapshot",
+    "audit_record",
     "commit",
     "open_store",
     "seed",
+    "write_audited",
 ]
 
 #: A temporary flag file older than this belongs to a dead writer, whichever host wrote it
@@ -904,7 +906,7 @@ def _checked_bytes(doc: dict[str, Any], source: str) -> bytes:
     return data
 
 
-def _record(
+def audit_record(
     *,
     actor: str,
     command: str,
@@ -916,7 +918,10 @@ def _record(
     version_after: int | None,
     reason: str | None,
     snapshot: Snapshot,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One audit record: who, what, when, the rollout and version before and after, why;
+    ``details`` add fields (a ramp's trigger and evidence)."""
     record: dict[str, Any] = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
         "actor": actor,
@@ -931,19 +936,28 @@ def _record(
     }
     if snapshot.etag:
         record["etag_before"] = snapshot.etag
+    if details:
+        record.update(details)
     return record
 
 
-def _write_audited(
-    store: FlagStore, data: bytes, snapshot: Snapshot, record: Mapping[str, Any]
-) -> None:
-    """Write, then append the record; a record that cannot be kept undoes the write."""
-    with store.open_audit() as audit:  # a change that cannot be audited stops here
+def write_audited(
+    store: FlagStore,
+    data: bytes,
+    snapshot: Snapshot,
+    record: Mapping[str, Any],
+    *,
+    audit_of: FlagStore | None = None,
+) -> Snapshot:
+    """Write, then append the record (to the audit log of ``audit_of``, else of ``store``);
+    a record that cannot be kept undoes the write. Returns what was written."""
+    with (audit_of or store).open_audit() as audit:  # a change that cannot be audited stops here
         written = store.write(data, snapshot)
         try:
             audit.append(record)
         except StoreError as err:
             _undo(store, written, snapshot, err, record.get("version_after"))
+    return written
 
 
 def commit(
@@ -956,6 +970,7 @@ def commit(
     phase: str | None = None,
     repair: bool = False,
     create: bool = False,
+    details: Mapping[str, Any] | None = None,
 ) -> Change:
     """Apply ``edit`` to the flag file of ``store`` as one locked, validated, audited write.
 
@@ -977,6 +992,8 @@ def commit(
     file or holds the lock; nothing written), :class:`~ai_agent_handler.FlagFileError` (an
     invalid file or result; nothing written) and :class:`~ai_agent_handler.FlagEditError`
     (the edit cannot apply).
+
+    ``details`` are more fields of the audit record (a ramp's evidence and trigger).
     """
     source = store.source
     store.check_place()
@@ -998,7 +1015,7 @@ def commit(
         before = edits.read_state(before_doc) if before_doc is not None else None
         after = edits.read_state(new_doc)
         version_before = edits.loose_version(snapshot.data)
-        record = _record(
+        record = audit_record(
             actor=actor,
             command=command,
             phase=planned.phase,
@@ -1009,8 +1026,9 @@ def commit(
             version_after=version_after,
             reason=reason,
             snapshot=snapshot,
+            details=details,
         )
-        _write_audited(store, data, snapshot, record)
+        write_audited(store, data, snapshot, record)
     restore = edits.restore_commands(before) if repair and before else []
     return Change(
         source,
@@ -1065,7 +1083,7 @@ def seed(
         data = _checked_bytes(new_doc, source)
         phase = phase or edits.phase_of(new_doc, source)
         after = edits.read_state(new_doc)
-        record = _record(
+        record = audit_record(
             actor=actor,
             command=command,
             phase=phase,
@@ -1078,7 +1096,7 @@ def seed(
             snapshot=snapshot,
         )
         try:
-            _write_audited(store, data, snapshot, record)
+            write_audited(store, data, snapshot, record)
         except ConflictError:
             # Someone else created the file since it was read: theirs stands.
             return _already_seeded(store, store.read(), command, phase, conflict=True)

@@ -33,10 +33,24 @@ def test_the_demo_runs_and_shows_the_rollout_and_the_rollback() -> None:
         for line in lines
         if line.strip().startswith("aws-prod-") and len(line.split()) == 5
     ]
+    # The guarded ramp: advanced on healthy guards, rolled back one step on the alarm.
+    assert "ramp start --steps 30,60,100 --bake 0s --alarm agent-receivers-errors" in out
+    assert "advanced to step 2/3 (60 %): bake done, guards healthy" in out
+    assert "ROLLED BACK to step 1/3 (30 %) and paused: guard breach" in out
+    assert "alarm agent-receivers-errors is in ALARM" in out
+    ramp = [
+        line.split()
+        for line in lines
+        if line.strip().startswith("aws-prod-") and len(line.split()) == 4
+    ]
+    assert len(ramp) == len(demo.ENDPOINTS)
+    assert any(row[1] == "legacy" and row[2] == "composite" for row in ramp)  # moved at 60
+    assert all(row[1] == row[3] for row in ramp)  # the alarm moved exactly those back
     assert len(table) == len(demo.ENDPOINTS)
     assert all(row[1] == "legacy" and row[4] == "legacy" for row in table)  # shipped, rollback
     assert any(row[3] == "composite" for row in table)  # percent 30 moved some endpoints
     assert lines[-1].startswith("OK: ") and "rollback" in lines[-1]
+    assert "rolled back from 60 % to 30 % on an alarm and paused" in lines[-1]
     assert result.stderr == ""
 
 
@@ -46,4 +60,5 @@ def test_the_demo_fails_loudly_when_the_keys_are_not_what_the_files_say(
     # A rollback that changes nothing: the next runs stay composite, which the demo catches.
     monkeypatch.setattr(edits, "rollback", lambda doc, **_: doc)
     assert demo.main([]) == 1
-    assert "FAILED: rollback: legacy everywhere" in capsys.readouterr().out
+    failed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert failed.startswith("FAILED: ") and "rollback: legacy everywhere" in failed

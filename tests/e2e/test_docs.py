@@ -4,24 +4,33 @@
   the live flag file in S3, through Lambda and through an SQS FIFO queue; every AWS
   operation it made maps to an action of the documented IAM policy, and moto's IAM accepts
   the policy.
-* rollout.md section 2: the receiver's routing code handles both key schemes, from a
-  Lambda payload and from SQS message attributes.
+* rollout.md section 2: the receiver helpers it names exist with the arguments it shows;
+  they route both key schemes, from a Lambda payload and from SQS message attributes; the
+  example it links to receives what the transport sends, reads across a rollback, refuses
+  a key that cannot be split, and counts its reads with the metrics the section names.
 
-The boundary: the blocks are executed with ``exec`` in a fresh namespace; AWS is moto in
-process; the operations are recorded by a ``before-call`` hook on boto3's default session.
+The boundary: the README blocks are executed with ``exec`` in a fresh namespace, the linked
+example is loaded from its path; AWS is moto in process; the operations are recorded by a
+``before-call`` hook on boto3's default session.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
+import logging
 import re
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
+from ai_agent_handler import Utility, receiver
 from tests.support import BUCKET, REGION, REPO
-from tests.support.aws import drain
+from tests.support.aws import LambdaCapture, drain
 from tests.support.flags import dump, everywhere
 
 #: The IAM action each AWS operation of the library needs.
@@ -130,11 +139,41 @@ def test_the_readme_lambda_entry_point_runs_and_its_policy_covers_its_calls(
 RECEIVER = _section("rollout.md", "## 2. Preconditions")
 
 
+def _receiver_example() -> ModuleType:
+    """The example the runbook links to, loaded from its path (not the cached package)."""
+    (link,) = set(re.findall(r"\]\((examples/\w+\.py)\)", RECEIVER))
+    spec = importlib.util.spec_from_file_location("runbook_receiver", REPO / link)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _sqs_record(key: str, scheme: str | None) -> dict[str, Any]:
     attributes = {"endpoint_id": {"stringValue": key, "dataType": "String"}}
     if scheme is not None:
         attributes["key_scheme"] = {"stringValue": scheme, "dataType": "String"}
     return {"messageAttributes": attributes, "body": json.dumps({"params": {}})}
+
+
+def test_the_runbook_names_the_receiver_helpers_as_they_are() -> None:
+    assert "`ai_agent_handler.receiver`" in RECEIVER
+    # `name(arg, ...)`: the helper exists and takes those arguments first, in that order.
+    calls = re.findall(r"`(\w+)\(([\w, ]*)\)`", RECEIVER)
+    assert {name for name, _ in calls} == {"route", "read_with_fallback"}
+    for name, arguments in calls:
+        parameters = list(inspect.signature(getattr(receiver, name)).parameters)
+        named = [a.strip() for a in arguments.split(",")]
+        assert parameters[: len(named)] == named, name
+    assert issubclass(receiver.InvalidRoutingKey, ValueError)
+    fields = re.search(r"`RoutingKey` \(([^)]*)\)", RECEIVER)
+    assert fields is not None
+    routing = receiver.split_key("aws-prod#acme", "composite")
+    for field in re.findall(r"`(\w+)`", fields.group(1)):
+        assert hasattr(routing, field), field
+    source = _receiver_example().__file__
+    assert source is not None
+    assert "from ai_agent_handler.receiver import" in Path(source).read_text()
 
 
 @pytest.mark.parametrize(
@@ -163,28 +202,74 @@ def _sqs_record(key: str, scheme: str | None) -> dict[str, Any]:
 def test_the_runbook_receiver_routes_both_schemes(
     event: dict[str, Any], expected: tuple[str, str, str | None, str]
 ) -> None:
-    (code,) = _blocks(RECEIVER, "python")
-    assert _exec(code)["route"](event) == expected
+    routing = receiver.route(event)
+    assert (routing.key, routing.endpoint_id, routing.part_id, routing.legacy_key) == expected
 
 
-def test_the_runbook_receiver_reads_across_a_rollback(aws: None) -> None:
-    (code,) = _blocks(RECEIVER, "python")
-    receiver = _exec(code)
+def test_the_runbook_receiver_reads_across_a_rollback_and_counts_the_fallback(
+    lambda_client: Any,
+    sent: LambdaCapture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AI_AGENT_HANDLER_METRICS", "emf")
+    example = _receiver_example()
     table = boto3.resource("dynamodb", region_name=REGION).create_table(
-        TableName="runs",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        TableName="agent-tasks",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
+    monkeypatch.setattr(example, "_functions", example.TaskFunctions(table, connections=None))
+
+    def call(key: str, funct: str, **params: Any) -> Any:
+        """What the handler's transport sends, given to the example's entry point."""
+        Utility.invoke_funct_on_aws_lambda(
+            logging.getLogger("docs"),
+            key,
+            funct,
+            {"run_uuid": "r1", **params},
+            {},
+            None,
+            lambda_client,
+        )
+        return example.handler(sent.pop().payload, None)["data"]
+
     # Written under the legacy key before the canary, read with the composite key during it.
-    legacy = receiver["route"]({"endpoint_id": "aws-prod", "key_scheme": "legacy"})
-    receiver["write_item"](table, legacy[0], {"run": "r1"})
-    composite = receiver["route"]({"endpoint_id": "aws-prod#acme", "key_scheme": "composite"})
-    assert receiver["read_item"](table, composite[0], composite[3])["run"] == "r1"
+    call("aws-prod", "insert_update_run", status="old")
+    assert call("aws-prod#acme", "get_run")["status"] == "old"
     # Written under the composite key during the canary: found with the composite key;
     # after a rollback the legacy key cannot name the part, so legacy reads see the old data.
-    receiver["write_item"](table, composite[0], {"run": "r2"})
-    assert receiver["read_item"](table, composite[0], composite[3])["run"] == "r2"
-    assert receiver["read_item"](table, legacy[0], legacy[3])["run"] == "r1"
-    keys = sorted(item["pk"] for item in table.scan()["Items"])
+    call("aws-prod#acme", "insert_update_run", status="new")
+    assert call("aws-prod#acme", "get_run")["status"] == "new"
+    assert call("aws-prod", "get_run")["status"] == "old"
+    keys = sorted(str(item["pk"]) for item in table.scan()["Items"])
     assert keys == ["aws-prod", "aws-prod#acme"]  # each write under the key it came with
+    # A key that cannot be split is refused and nothing is written.
+    with pytest.raises(receiver.InvalidRoutingKey):
+        example.handler(
+            {"endpoint_id": "aws-prod#", "key_scheme": "composite", "funct": "insert_update_run"},
+            None,
+        )
+    assert len(table.scan()["Items"]) == 2
+
+    # The counters the runbook names, under its namespace and dimensions.
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    docs = [doc for doc in lines if "ReceiverReads" in doc]
+    (namespace,) = re.findall(r"namespace `(\w+)`", RECEIVER)
+    assert "dimensions `phase` + `key_scheme`" in RECEIVER
+    for doc in docs:
+        (metrics,) = doc["_aws"]["CloudWatchMetrics"]
+        assert metrics["Namespace"] == namespace
+        assert metrics["Dimensions"] == [["phase", "key_scheme"]]
+        for metric in metrics["Metrics"]:
+            assert f"`{metric['Name']}`" in RECEIVER, metric["Name"]
+    fallbacks = [(d["LegacyFallbackReads"], d["LegacyFallbackHits"]) for d in docs]
+    # insert (legacy), get (legacy hit), insert (legacy hit), get, get after the rollback
+    assert fallbacks == [(0, 0), (1, 1), (1, 1), (0, 0), (0, 0)]

@@ -14,6 +14,7 @@ the runbook says, fails here.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shlex
@@ -26,6 +27,7 @@ import pytest
 
 from ai_agent_handler import PartitionKeyError
 from ai_agent_handler.ops import edits as fe
+from ai_agent_handler.ops import ramp_control, retire
 from tests.support import BUCKET, REGION, REPO
 from tests.support.cli import Runner, copy_phase_files
 
@@ -55,6 +57,65 @@ def _option(words: list[str], name: str) -> str:
     return words[words.index(name) + 1]
 
 
+def _values(words: list[str], name: str) -> list[str]:
+    """Every word after ``name`` up to the next option (``--dimensions A B``)."""
+    rest = words[words.index(name) + 1 :]
+    return rest[: next((i for i, w in enumerate(rest) if w.startswith("--")), len(rest))]
+
+
+class Clock:
+    """The ramp controller's clock in this test: a day passes between two ticks."""
+
+    def __init__(self, now: datetime.datetime | None = None) -> None:
+        self.now = now or datetime.datetime.now(datetime.timezone.utc)
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+
+def fleets_report_a_migrated_day(cloudwatch: Any, at: datetime.datetime) -> None:
+    """A day of every phase's fleet after the migration: composite decisions only, and
+    receivers reading without a legacy hit."""
+    cloudwatch.put_metric_data(
+        Namespace="ai_agent_handler",
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [
+                    {"Name": "phase", "Value": phase},
+                    {"Name": "key_scheme", "Value": "composite"},
+                ],
+                "Value": 100,
+                "Unit": "Count",
+                "Timestamp": at,
+            }
+            for phase in ("dev", "staging", "production")
+            for metric in ("KeyDecisions", "ReceiverReads")
+        ],
+    )
+
+
+def fleet_reports_healthy_runs(cloudwatch: Any, at: datetime.datetime) -> None:
+    """What the production fleet's EMF lines add up to over a day: runs on both keys, no
+    failures."""
+    cloudwatch.put_metric_data(
+        Namespace="ai_agent_handler",
+        MetricData=[
+            {
+                "MetricName": "KeyDecisions",
+                "Dimensions": [
+                    {"Name": "phase", "Value": "production"},
+                    {"Name": "key_scheme", "Value": scheme},
+                ],
+                "Value": 500,
+                "Unit": "Count",
+                "Timestamp": at,
+            }
+            for scheme in ("composite", "legacy")
+        ],
+    )
+
+
 class AwsCli:
     """The ``aws`` commands the runbook uses, against moto, with the CLI's output rules."""
 
@@ -62,6 +123,8 @@ class AwsCli:
         self.appconfig = boto3.client("appconfig", region_name=REGION)
         self.deployed: list[str] = []
         self.fleet: dict[str, str] = {}
+        self.cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+        self.alarms: list[str] = []
 
     def __call__(self, words: list[str]) -> str:
         service, operation = words[1], words[2]
@@ -91,6 +154,30 @@ class AwsCli:
             match = re.fullmatch(r"Variables=\{(.*)\}", variables)
             assert match, variables
             self.fleet = dict(pair.split("=", 1) for pair in match.group(1).split(","))
+            return ""
+        if (service, operation) == ("cloudwatch", "put-metric-alarm"):
+            self.cloudwatch.put_metric_alarm(
+                AlarmName=_option(words, "--alarm-name"),
+                Namespace=_option(words, "--namespace"),
+                MetricName=_option(words, "--metric-name"),
+                Dimensions=[
+                    dict(
+                        zip(
+                            ("Name", "Value"),
+                            (p.split("=", 1)[1] for p in w.split(",")),
+                            strict=True,
+                        )
+                    )
+                    for w in _values(words, "--dimensions")
+                ],
+                Statistic=_option(words, "--statistic"),
+                Period=int(_option(words, "--period")),
+                EvaluationPeriods=int(_option(words, "--evaluation-periods")),
+                Threshold=float(_option(words, "--threshold")),
+                ComparisonOperator=_option(words, "--comparison-operator"),
+                TreatMissingData=_option(words, "--treat-missing-data"),
+            )
+            self.alarms.append(_option(words, "--alarm-name"))
             return ""
         raise AssertionError(f"rollout.md uses an aws command this test does not know: {words}")
 
@@ -127,6 +214,9 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
         "ENV": "production-env",
     }
     run = Runner(capsys)
+    clock = Clock()
+    monkeypatch.setattr(ramp_control, "_utcnow", clock)
+    ticks: list[str] = []
     ran: list[str] = []
     for line in runbook_commands():
         capture = re.match(r"([A-Z]+)=\$\((.*)\)\s*$", line)
@@ -142,6 +232,32 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
             continue
         if words[0] == "aws":
             printed = aws(words)
+        elif words[0] == "ai-agent-rollout" and words[-2:] == ["ramp", "tick"]:
+            # The controller: a tick every few minutes; here a day passes between ticks, and
+            # the fleet reports healthy runs meanwhile. The ramp walks its steps to the end.
+            for _ in range(12):
+                fleet_reports_healthy_runs(aws.cloudwatch, clock.now + datetime.timedelta(hours=1))
+                clock.now += datetime.timedelta(days=1, minutes=5)
+                result = run(*words[1:])
+                assert result.code == 0, f"{line}: {result.err}"
+                ticks.append(result.out)
+                if "done at step" in result.out:
+                    break
+            printed = "".join(ticks)
+        elif words[:2] == ["ai-agent-rollout", "retire-check"]:
+            # Right after the last flag change the answer is "not yet": the files are not
+            # quiet and no fleet has reported. Fifteen days later, with the fleets reporting
+            # composite decisions and receivers reading without legacy hits, it is yes.
+            result = run(*words[1:])
+            assert result.code == 5, f"{line}: {result.err}"
+            assert re.search(r"^FAIL\s+quiet", result.out, flags=re.M), result.out
+            later = clock.now + datetime.timedelta(days=15)  # the ramp's days, then 15 more
+            for day in range(1, 15):
+                fleets_report_a_migrated_day(aws.cloudwatch, later - datetime.timedelta(days=day))
+            monkeypatch.setattr(retire, "_utcnow", Clock(later))
+            result = run(*words[1:])
+            assert result.code == 0, f"{line}: {result.out} {result.err}"
+            printed = result.out
         elif words[0] == "ai-agent-rollout":
             argv = [m for w in words[1:] for m in (sorted(tmp_path.glob(w)) if "*" in w else [w])]
             result = run(*map(str, argv))
@@ -154,6 +270,10 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
         ran.append(words[0] if words[0] == "aws" else words[-1])
 
     assert len(ran) >= 24
+    # Production went through the guarded ramp: every step, each after its bake, then done.
+    steps = [re.search(r"(advanced to|done at) step (\d)/5", out) for out in ticks]
+    assert [m.group(2) for m in steps if m] == ["2", "3", "4", "5", "5"], ticks
+    assert aws.alarms == ["agent-composite-invoke-errors"]
     # Every phase ended where the runbook says.
     assert live_state(s3, LIVE["DEV"]).kind == "composite-everywhere"
     assert live_state(s3, LIVE["STAGING"]).kind == "composite-everywhere"

@@ -877,6 +877,8 @@ def test_rollout_md_has_one_exit_code_table_and_help_points_to_it(run: Runner) -
         cli.EXIT_USAGE,
         cli.EXIT_INVALID,
         cli.EXIT_CONFLICT,
+        cli.EXIT_NOT_DONE,
+        cli.EXIT_TIMEOUT,
     }
     assert {int(code) for code, _ in rows} == codes
     assert all(len(rest.split("|")) == 3 for _, rest in rows)  # meaning, written, what to do

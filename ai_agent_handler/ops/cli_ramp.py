@@ -1,0 +1,404 @@
+"""``ai-agent-rollout ramp ...``: the guarded ramp on the command line.
+
+``start`` fixes the steps and the guards and writes the first step; ``tick`` (from cron, a
+scheduled Lambda, or ``ramp run``) applies at most one step; ``status [--wait]`` shows the
+ramp and waits for its outcome; ``pause``, ``resume``, ``abort`` and ``promote`` are the
+operator's levers. The decisions are :mod:`.ramp`'s, the I/O :mod:`.ramp_control`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import ConflictError, FlagEditError, FlagFileError, StoreError
+from ._cli_base import (
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_INVALID,
+    EXIT_NOT_DONE,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    actor,
+)
+from .cloudwatch import METRICS_NAMESPACE, MetricsError
+from .ramp import RampError, RampState, format_duration, parse_duration, parse_steps, step_label
+from .ramp_control import Outcome, Ramp
+from .store import FlagStore
+
+__all__ = ["RAMP_COMMANDS", "add_parser", "run"]
+
+RAMP_COMMANDS = ("start", "tick", "run", "status", "pause", "resume", "abort", "promote")
+
+Out = Callable[[str], None]
+
+EPILOG = f"""\
+examples (P=s3://ops-flags/ai-agent/production.flagd.json):
+  {PROG} --file $P ramp start --steps 1,5,25,50,100 --bake 2h --alarm receivers-5xx --reason CHG-200
+  {PROG} --file $P ramp tick              every few minutes (cron, a scheduled Lambda)
+  {PROG} --file $P ramp run               ticks until the ramp ends (exit 0 done, 5 paused/aborted)
+  {PROG} --file $P ramp status --wait     waits for the outcome, for CI
+  {PROG} --file $P ramp pause | resume | abort | promote --reason "..."
+
+A step advances after its bake when the guards are healthy: the named alarms OK, no flag
+evaluation errors, composite-key failures per decision not worse than legacy's (tolerance),
+at least --min-decisions composite decisions. An alarm or a breach rolls back one step and
+pauses; too little data or unreadable metrics hold. A flag edit the ramp did not make pauses it.
+"""
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except RampError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return parse_steps(text)
+    except RampError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1000:
+        raise argparse.ArgumentTypeError(f"must be from 0 (no slack) up, got {text!r}")
+    return value
+
+
+def add_parser(
+    commands: Any, common: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser]
+) -> None:
+    """``ramp`` and its subcommands on the CLI's subparsers."""
+    ramp = commands.add_parser(
+        "ramp",
+        help="a guarded ramp: steps of the percentage that advance after a bake while the "
+        "alarms and the library's counters are healthy, and roll back on an alarm",
+        description="A guarded ramp of the percentage of --file.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    sub = ramp.add_subparsers(
+        dest="ramp_command", metavar="RAMP_COMMAND", parser_class=parser_class
+    )
+    sub.required = True
+
+    def add(name: str, text: str, *, dry_run: bool = True) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name, help=text.replace("%", "%%"), description=text, parents=[common]
+        )
+        if dry_run:
+            parser.add_argument(
+                "--dry-run", action="store_true", help="say what would happen; write nothing"
+            )
+        return parser
+
+    start = add("start", "start a ramp: check the file and the alarms, write the first step")
+    start.add_argument("--steps", type=_steps, required=True, metavar="1,5,25,50,100")
+    start.add_argument(
+        "--bake",
+        type=_duration,
+        required=True,
+        metavar="DURATION",
+        help="how long each step runs before the next (0s, 30m, 2h, 1d)",
+    )
+    start.add_argument(
+        "--alarm",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a CloudWatch alarm (metric or composite) that must not be in ALARM; repeatable",
+    )
+    start.add_argument(
+        "--min-decisions",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="composite decisions a step needs before it can advance (default 100; 0: none)",
+    )
+    start.add_argument(
+        "--tolerance",
+        type=_fraction,
+        default=0.25,
+        metavar="FRACTION",
+        help="how much higher composite's failures per decision may be than legacy's "
+        "(default 0.25, i.e. 25 %%; 0: not higher at all)",
+    )
+    start.add_argument(
+        "--namespace", default=METRICS_NAMESPACE, help="CloudWatch namespace of the counters"
+    )
+    start.add_argument(
+        "--metrics-phase",
+        metavar="NAME",
+        help="the phase dimension of the counters (default: the file's phase)",
+    )
+    add("tick", "apply at most one step now, if one is due; nothing written otherwise")
+    for name, text in (
+        ("run", "tick every --interval until the ramp is done, paused or aborted"),
+        ("status", "the ramp: step, bake, guards; --wait for its outcome"),
+    ):
+        parser = add(name, text, dry_run=False)
+        if name == "status":
+            parser.add_argument(
+                "--wait",
+                action="store_true",
+                help="wait until the ramp is done (exit 0), paused or aborted (exit 5)",
+            )
+        parser.add_argument(
+            "--interval",
+            type=_duration,
+            default=parse_duration("30s" if name == "status" else "1m"),
+            metavar="DURATION",
+            help="how often to look (status: 30s, run: 1m)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=_duration,
+            default=None,
+            metavar="DURATION",
+            help="give up after this long (exit 6); default: no limit",
+        )
+    add("pause", "stop stepping; the file stays as it is")
+    add("resume", "step again from where the file is; the bake starts over")
+    add("abort", "stop the ramp and put the percentage back where it started")
+    add("promote", "the last step now, without bake or guards; the ramp is done")
+
+
+def run(args: argparse.Namespace, out: Out, store: FlagStore) -> int:
+    """Run ``ramp <command>`` on the flag file of ``store``."""
+    ramp = Ramp(store, actor=actor(), lock_timeout=args.lock_timeout)
+    command = args.ramp_command
+    try:
+        if command == "status":
+            return _status(ramp, args, out)
+        if command == "run":
+            return _run_loop(ramp, args, out)
+        dry = bool(getattr(args, "dry_run", False))
+        if command == "start":
+            outcome = ramp.start(
+                steps=args.steps,
+                bake=args.bake,
+                alarms=tuple(dict.fromkeys(args.alarm)),
+                min_decisions=args.min_decisions,
+                tolerance=args.tolerance,
+                namespace=args.namespace,
+                phase=args.metrics_phase,
+                reason=args.reason,
+                dry_run=dry,
+            )
+        elif command == "tick":
+            outcome = ramp.tick(dry_run=dry)
+        else:
+            lever = getattr(ramp, command)
+            outcome = lever(reason=args.reason, dry_run=dry)
+    except RampError as err:
+        raise CliError(str(err), EXIT_INVALID) from err
+    except MetricsError as err:
+        raise CliError(str(err), EXIT_ERROR) from err
+    except ConflictError as err:
+        raise CliError(str(err), EXIT_CONFLICT) from err
+    except StoreError as err:
+        raise CliError(str(err), EXIT_ERROR) from err
+    except (FlagFileError, FlagEditError) as err:
+        raise CliError(str(err), EXIT_INVALID) from err
+    _report(outcome, args, out, dry_run=dry)
+    return EXIT_OK
+
+
+def _report(outcome: Outcome, args: argparse.Namespace, out: Out, *, dry_run: bool) -> None:
+    if args.json:
+        out(json.dumps({**outcome.to_json(), "dry_run": dry_run}, indent=2))
+        return
+    for line in describe(outcome, dry_run=dry_run):
+        out(line)
+
+
+_DONE_WORDS = {
+    "start": "started at",
+    "advance": "advanced to",
+    "rollback": "ROLLED BACK to",
+    "pause": "PAUSED at",
+    "resume": "resumed at",
+    "abort": "ABORTED, back to",
+    "promote": "promoted to",
+    "done": "done at",
+}
+
+
+def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
+    """The human lines for one ramp command's outcome."""
+    action, state = outcome.action, outcome.state
+    if state is None:
+        return [f"no ramp: {action.trigger}"]
+    where = state.plan.phase
+    lines = []
+    if action.kind == "none":
+        lines.append(f"{where}: {step_label(state)}, nothing to do: {action.trigger}")
+    else:
+        words = _DONE_WORDS[action.kind]
+        would = "would be " if dry_run else ""
+        label = step_label(state, action.step)
+        then = " and paused" if action.kind == "rollback" else ""
+        lines.append(f"{where}: {would}{words} {label}{then}: {action.trigger}")
+    for reason in action.reasons:
+        lines.append(f"  {reason}")
+    for note in outcome.notes:
+        lines.append(f"  note: {note}")
+    if outcome.evidence is not None and outcome.evidence.counters:
+        lines.append("  " + _counters_line(outcome.evidence.counters))
+    if outcome.written:
+        lines.append(f"  flag version {state.flag_version}; ramp {state.id} is {state.status}")
+    elif dry_run and action.kind != "none":
+        lines.append("  dry run: nothing written")
+    return lines
+
+
+def _counters_line(counters: Any) -> str:
+    def get(metric: str, scheme: str) -> str:
+        return f"{counters.get(metric, {}).get(scheme, 0):g}"
+
+    return (
+        f"window: decisions composite {get('KeyDecisions', 'composite')} / legacy "
+        f"{get('KeyDecisions', 'legacy')}; invoke errors {get('LambdaInvokeErrors', 'composite')}"
+        f" / {get('LambdaInvokeErrors', 'legacy')}; failed chunks "
+        f"{get('StreamChunksFailed', 'composite')} / {get('StreamChunksFailed', 'legacy')}; "
+        f"flag evaluation errors {get('FlagEvaluationErrors', 'composite')} / "
+        f"{get('FlagEvaluationErrors', 'legacy')}"
+    )
+
+
+def status_lines(state: RampState, now: datetime.datetime) -> list[str]:
+    """``ramp status`` in words."""
+    plan = state.plan
+    head = f"ramp {state.id} on {state.source}: {state.status}, {step_label(state)}"
+    lines = [head]
+    if state.status == "running":
+        left = (state.bake_ends() - now).total_seconds()
+        if left > 0:
+            lines.append(f"  baking until {_iso(state.bake_ends())} ({format_duration(left)} left)")
+        else:
+            lines.append("  bake done: the next tick advances when the guards are healthy")
+    if state.reason:
+        lines.append(f"  why: {state.reason}")
+    if state.pending is not None:
+        p = state.pending
+        lines.append(f"  pending: {p.kind} to {p.percent} % announced by {p.by} at {_iso(p.at)}")
+    alarms = ", ".join(plan.alarms) or "none"
+    steps = ",".join(str(s) for s in plan.steps)
+    lines.append(
+        f"  steps {steps} % (from {state.start_percent} %), bake {format_duration(plan.bake)}, "
+        f"alarms: {alarms}, min decisions {plan.min_decisions}, tolerance {plan.tolerance:g}"
+    )
+    lines.append(
+        f"  started {_iso(state.started)} by {state.started_by}; flag version "
+        f"{state.flag_version}; metrics {plan.namespace} phase={plan.phase}"
+    )
+    return lines
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _outcome_code(state: RampState | None) -> int:
+    if state is None:
+        return EXIT_NOT_DONE
+    if state.status == "done":
+        return EXIT_OK
+    return EXIT_NOT_DONE
+
+
+def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while True:
+        try:
+            _, state = ramp.read()
+        except (StoreError, RampError) as err:
+            if not args.wait:
+                raise
+            state = None
+            print(f"{PROG}: note: cannot read the ramp ({err}); looking again", file=sys.stderr)
+        else:
+            if state is None:
+                raise RampError(f"no ramp on {ramp.store.source} (`ramp start` begins one)")
+            if not args.wait or state.status != "running":
+                _show(state, ramp, args, out)
+                return _outcome_code(state) if args.wait else EXIT_OK
+        if deadline is not None and time.monotonic() >= deadline:
+            if state is not None:
+                _show(state, ramp, args, out)
+            return EXIT_TIMEOUT
+        time.sleep(_nap(args.interval, deadline))
+
+
+def _nap(interval: float, deadline: float | None) -> float:
+    nap = max(interval, 0.05)
+    if deadline is not None:
+        nap = min(nap, max(deadline - time.monotonic(), 0.0))
+    return nap
+
+
+def _show(state: RampState, ramp: Ramp, args: argparse.Namespace, out: Out) -> None:
+    if args.json:
+        out(json.dumps({"ramp": state.to_json()}, indent=2))
+        return
+    for line in status_lines(state, ramp.clock()):
+        out(line)
+
+
+def _run_loop(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
+    """Tick until the ramp is not running; its outcome is the exit code."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    said = ""
+    while True:
+        try:
+            outcome = ramp.tick()
+        except (StoreError, MetricsError) as err:  # a passing fault: try again next time
+            print(f"{PROG}: note: tick failed ({err}); trying again", file=sys.stderr)
+        else:
+            # Every step, and each change of what the ramp waits for ("baking", "holding"):
+            # a CI log shows progress without a line per tick.
+            now_saying = outcome.action.trigger.split(",")[0]
+            ended = outcome.state is None or outcome.state.status != "running"
+            if outcome.written or ended or now_saying != said:
+                _report(outcome, args, out, dry_run=False)
+            said = now_saying
+            if ended:
+                return _outcome_code(outcome.state)
+        if deadline is not None and time.monotonic() >= deadline:
+            return EXIT_TIMEOUT
+        time.sleep(_nap(args.interval, deadline))
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """What the command line must say for ``ramp`` (exit 2)."""
+    if args.file is None:
+        raise CliError(
+            "ramp needs --file PATH|s3://BUCKET/KEY: the live file a fleet reads (a phase file "
+            "of the repository is released, not ramped)",
+            EXIT_USAGE,
+        )
