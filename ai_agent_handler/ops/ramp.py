@@ -339,8 +339,6 @@ def _ratio(failures: float, decisions: float) -> float:
 
 def judge(evidence: Evidence, plan: Plan) -> Verdict:
     """The guards' verdict on ``evidence`` (see the module docstring)."""
-    if evidence.error:
-        return Verdict("hold", (f"metrics unreadable: {evidence.error}",))
     breaches: list[str] = []
     holds: list[str] = []
     for name, state in evidence.alarms.items():
@@ -350,6 +348,11 @@ def judge(evidence: Evidence, plan: Plan) -> Verdict:
             holds.append(f"alarm {name} does not exist")
         elif state != "OK":
             holds.append(f"alarm {name} is {state}")
+    if evidence.error:
+        # An alarm read before the failure still rolls back; nothing else can be judged.
+        if breaches:
+            return Verdict("breach", tuple(breaches))
+        return Verdict("hold", (f"metrics unreadable: {evidence.error}",))
     counters = evidence.counters
     errors = _sum(counters, "FlagEvaluationErrors", None)
     if errors:

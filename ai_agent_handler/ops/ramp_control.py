@@ -188,6 +188,9 @@ class Ramp:
         window = Window(start, max(now, start + datetime.timedelta(seconds=1)))
         try:
             alarms = cloudwatch.alarm_states(self.cloudwatch, plan.alarms)
+        except MetricsError as err:
+            return Evidence(window, error=str(err))
+        try:
             counters = self._sums(plan, window, now)
             legacy = counters.get("KeyDecisions", {}).get("legacy", 0.0)
             baseline = baseline_window = None
@@ -195,8 +198,8 @@ class Ramp:
                 span = datetime.timedelta(seconds=max(plan.bake, 3600.0))
                 baseline_window = Window(state.started - span, state.started)
                 baseline = self._sums(plan, baseline_window, now)
-        except MetricsError as err:
-            return Evidence(window, error=str(err))
+        except MetricsError as err:  # the alarms were read: one in ALARM still counts
+            return Evidence(window, alarms, error=str(err))
         return Evidence(window, alarms, counters, baseline, baseline_window)
 
     def _sums(self, plan: Plan, window: Window, now: datetime.datetime) -> dict[str, Any]:

@@ -569,3 +569,25 @@ def test_a_broken_or_deleted_flag_file_pauses_the_ramp(
     assert outcome.action.kind == "pause"
     assert outcome.action.reasons[0].endswith("-> unreadable")
     assert outcome.state is not None and outcome.state.status == "paused"
+
+
+def test_an_alarm_rolls_back_even_when_the_counters_cannot_be_read(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    from botocore.exceptions import ClientError
+
+    def throttled(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "GetMetricStatistics"
+        )
+
+    cw.meta.events.register("before-call.cloudwatch.GetMetricStatistics", throttled)
+    clock.advance(HOUR * 2)
+    held = started.tick()
+    assert (held.action.kind, held.written) == ("none", False)
+    assert "metrics unreadable" in held.action.reasons[0] and "Throttling" in held.action.reasons[0]
+    set_alarm(cw, "ALARM")
+    outcome = started.tick()
+    assert (outcome.action.kind, outcome.action.percent) == ("rollback", 0)
+    assert percent_of(flag_store) == 0
+    assert audit(flag_store)[-1]["ramp"]["evidence"]["error"].startswith("cannot read")

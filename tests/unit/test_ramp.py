@@ -181,6 +181,11 @@ def test_the_guards_verdict(
 def test_unreadable_metrics_hold_and_say_why() -> None:
     verdict = judge(Evidence(WINDOW, error="AccessDenied: no"), PLAN)
     assert verdict == Verdict("hold", ("metrics unreadable: AccessDenied: no",))
+    # The alarms were read before the counters failed: one in ALARM still rolls back.
+    fired = Evidence(WINDOW, {"receivers-5xx": "ALARM"}, error="Throttling: slow down")
+    assert judge(fired, PLAN) == Verdict("breach", ("alarm receivers-5xx is in ALARM",))
+    quiet = Evidence(WINDOW, {"receivers-5xx": "OK"}, error="Throttling: slow down")
+    assert judge(quiet, PLAN).health == "hold"
 
 
 def test_min_decisions_zero_judges_without_traffic() -> None:
