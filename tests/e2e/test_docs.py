@@ -30,7 +30,7 @@ import pytest
 
 from ai_agent_handler import Utility, receiver
 from tests.support import BUCKET, REGION, REPO
-from tests.support.aws import LambdaCapture, drain
+from tests.support.aws import LambdaCapture, create_task_table, drain
 from tests.support.flags import dump, everywhere
 
 #: The IAM action each AWS operation of the library needs.
@@ -214,18 +214,7 @@ def test_the_runbook_receiver_reads_across_a_rollback_and_counts_the_fallback(
 ) -> None:
     monkeypatch.setenv("AI_AGENT_HANDLER_METRICS", "emf")
     example = _receiver_example()
-    table = boto3.resource("dynamodb", region_name=REGION).create_table(
-        TableName="agent-tasks",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = create_task_table(boto3.resource("dynamodb", region_name=REGION))
     monkeypatch.setattr(example, "_functions", example.TaskFunctions(table, connections=None))
 
     def call(key: str, funct: str, **params: Any) -> Any:

@@ -19,7 +19,7 @@ from ai_agent_handler.pytest_plugin import PartitionKeyFlag
 from ai_agent_handler.receiver import InvalidRoutingKey
 from examples import agent_task_receiver as example
 from tests.support import REGION
-from tests.support.aws import LambdaCapture, drain
+from tests.support.aws import LambdaCapture, create_task_table, drain
 
 WEBSOCKET_API_URL = f"https://ws1.execute-api.{REGION}.amazonaws.com/prod"
 COMPOSITE, LEGACY = "aws-prod#acme-corp", "aws-prod"
@@ -27,18 +27,7 @@ COMPOSITE, LEGACY = "aws-prod#acme-corp", "aws-prod"
 
 def create_table() -> Any:
     """The example's table: partition key ``pk`` (the routing key), sort key ``sk``."""
-    return boto3.resource("dynamodb", region_name=REGION).create_table(
-        TableName="agent-tasks",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    return create_task_table(boto3.resource("dynamodb", region_name=REGION))
 
 
 class Receiver:

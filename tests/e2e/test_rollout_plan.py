@@ -33,6 +33,7 @@ from openfeature import api
 from ai_agent_handler import FLAG_DOMAIN, AIAgentEventHandler, FlagFileProvider
 from ai_agent_handler.ops.cli import main as rollout_cli
 from tests.support import FLAGS_DIR, REGION
+from tests.support.aws import create_task_table
 
 BUCKET = "flags"
 TABLE = "agent_records"
@@ -69,18 +70,7 @@ def local_aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
         Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
     )
     dynamodb = boto3.resource("dynamodb", region_name=REGION, endpoint_url=moto_url)
-    table = dynamodb.create_table(
-        TableName=TABLE,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    table = create_task_table(dynamodb, TABLE)
     return Aws(moto_url, s3, queue, table)
 
 

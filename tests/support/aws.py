@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["EmfCapture", "LambdaCapture", "SentInvoke", "drain"]
+__all__ = ["EmfCapture", "LambdaCapture", "SentInvoke", "create_task_table", "drain"]
 
 
 @dataclass
@@ -78,3 +78,20 @@ class EmfCapture(io.StringIO):
             if metric in doc and all(doc.get(k) == v for k, v in dimensions.items()):
                 out += int(doc[metric])
         return out
+
+
+def create_task_table(dynamodb: Any, name: str = "agent-tasks") -> Any:
+    """A receiver's table on a boto3 DynamoDB resource: partition key ``pk`` (the routing
+    key), sort key ``sk``."""
+    return dynamodb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
