@@ -38,10 +38,13 @@ from .cloudwatch import Window
 
 __all__ = [
     "COUNTERS",
+    "FAILURES",
     "LEASE_SECONDS",
     "Action",
+    "ActionKind",
     "Evidence",
     "FlagView",
+    "Health",
     "Pending",
     "Plan",
     "RampError",
@@ -49,10 +52,15 @@ __all__ = [
     "Status",
     "Verdict",
     "decide",
+    "flag_moved",
     "format_duration",
     "judge",
+    "needs_evidence",
     "parse_duration",
     "parse_steps",
+    "realign",
+    "resolve_pending",
+    "step_label",
 ]
 
 #: The library's counters a tick reads for the phase (sums per key scheme).
