@@ -28,6 +28,8 @@ __all__ = [
     "DENIED",
     "FLAG_READ_CONFIG",
     "FLAG_READ_TIMEOUT",
+    "METRICS_READ_CONFIG",
+    "METRICS_READ_TIMEOUT",
     "NOT_FOUND",
     "NOT_MODIFIED",
     "RETRY_CONFIG",
@@ -57,6 +59,16 @@ FLAG_READ_CONFIG = Config(
     connect_timeout=2,
     read_timeout=FLAG_READ_TIMEOUT,
     retries={"max_attempts": 2, "mode": "standard"},
+)
+
+#: CloudWatch reads by operators' tools (a ramp tick, retire-check): a socket waits at most
+#: METRICS_READ_TIMEOUT seconds (connecting: 2), two attempts in all; the caller bounds the whole read
+#: (``ops.cloudwatch.counter_sums(deadline=...)``). A hanging CloudWatch is an unreadable one.
+METRICS_READ_TIMEOUT = 5.0
+METRICS_READ_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=METRICS_READ_TIMEOUT,
+    retries={"total_max_attempts": 2, "mode": "standard"},
 )
 
 # S3 and botocore error codes, by what the caller should do about them.
@@ -101,8 +113,8 @@ def s3_client(
 
 def cloudwatch_client() -> CloudWatchClient:
     """A new CloudWatch client on boto3's own chain (``AWS_ENDPOINT_URL`` and
-    ``AWS_ENDPOINT_URL_CLOUDWATCH`` included), with standard-mode retries."""
-    return boto3.client("cloudwatch", config=RETRY_CONFIG)
+    ``AWS_ENDPOINT_URL_CLOUDWATCH`` included), with :data:`METRICS_READ_CONFIG`."""
+    return boto3.client("cloudwatch", config=METRICS_READ_CONFIG)
 
 
 _shared: dict[tuple[tuple[str, Any], ...], LambdaClient] = {}

@@ -30,8 +30,16 @@ from ._cli_base import (
     actor,
 )
 from .cloudwatch import METRICS_NAMESPACE, MetricsError
-from .ramp import RampError, RampState, format_duration, parse_duration, parse_steps, step_label
-from .ramp_control import Outcome, Ramp
+from .ramp import (
+    RampError,
+    RampState,
+    format_duration,
+    next_tick,
+    parse_duration,
+    parse_steps,
+    step_label,
+)
+from .ramp_control import Current, Outcome, Ramp
 from .store import FlagStore
 
 __all__ = ["RAMP_COMMANDS", "add_parser", "run"]
@@ -190,7 +198,7 @@ def add_parser(
 
 def run(args: argparse.Namespace, out: Out, store: FlagStore) -> int:
     """Run ``ramp <command>`` on the flag file of ``store``."""
-    ramp = Ramp(store, actor=actor(), lock_timeout=args.lock_timeout)
+    ramp = Ramp(store, actor=actor())
     command = args.ramp_command
     try:
         if command == "status":
@@ -253,7 +261,8 @@ def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
     """The human lines for one ramp command's outcome."""
     action, state = outcome.action, outcome.state
     if state is None:
-        return [f"no ramp: {action.trigger}"]
+        said = "no ramp" if action.kind == "none" else "ramp state removed"
+        return [f"{said}: {action.trigger}", *(f"  note: {note}" for note in outcome.notes)]
     where = state.plan.phase
     lines = []
     if action.kind == "none":
@@ -271,7 +280,7 @@ def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
     if outcome.evidence is not None and outcome.evidence.counters:
         lines.append("  " + _counters_line(outcome.evidence.counters))
     if outcome.written:
-        lines.append(f"  flag version {state.flag_version}; ramp {state.id} is {state.status}")
+        lines.append(f"  flag version {outcome.version}; ramp {state.id} is {state.status}")
     elif dry_run and action.kind != "none":
         lines.append("  dry run: nothing written")
     return lines
@@ -291,22 +300,20 @@ def _counters_line(counters: Any) -> str:
     )
 
 
-def status_lines(state: RampState, now: datetime.datetime) -> list[str]:
-    """``ramp status`` in words."""
+def status_lines(current: Current, source: str, now: datetime.datetime) -> list[str]:
+    """``ramp status`` in words: the ramp, the file as it is, what the next tick does."""
+    state, flag = current.state, current.flag
+    assert state is not None
     plan = state.plan
-    head = f"ramp {state.id} on {state.source}: {state.status}, {step_label(state)}"
-    lines = [head]
-    if state.status == "running":
-        left = (state.bake_ends() - now).total_seconds()
-        if left > 0:
-            lines.append(f"  baking until {_iso(state.bake_ends())} ({format_duration(left)} left)")
-        else:
-            lines.append("  bake done: the next tick advances when the guards are healthy")
+    lines = [f"ramp {state.id} on {source}: {state.status}, {step_label(state)}"]
+    if flag.digest != state.expects:
+        lines.append(
+            f"  the file changed since the ramp's last write: now {_shown(flag.percent)} "
+            f"(version {flag.version})"
+        )
     if state.reason:
         lines.append(f"  why: {state.reason}")
-    if state.pending is not None:
-        p = state.pending
-        lines.append(f"  pending: {p.kind} to {p.percent} % announced by {p.by} at {_iso(p.at)}")
+    lines.append(f"  next tick: {next_tick(state, flag, now)}")
     alarms = ", ".join(plan.alarms) or "none"
     steps = ",".join(str(s) for s in plan.steps)
     lines.append(
@@ -314,10 +321,15 @@ def status_lines(state: RampState, now: datetime.datetime) -> list[str]:
         f"alarms: {alarms}, min decisions {plan.min_decisions}, tolerance {plan.tolerance:g}"
     )
     lines.append(
-        f"  started {_iso(state.started)} by {state.started_by}; flag version "
-        f"{state.flag_version}; metrics {plan.namespace} phase={plan.phase}"
+        f"  started {_iso(state.started)} by {state.started_by}; this step written "
+        f"{_iso(flag.modified)}; flag version {flag.version}; metrics {plan.namespace} "
+        f"phase={plan.phase}"
     )
     return lines
+
+
+def _shown(percent: int | None) -> str:
+    return "custom targeting" if percent is None else f"{percent} %"
 
 
 def _iso(moment: datetime.datetime) -> str:
@@ -334,23 +346,39 @@ def _outcome_code(state: RampState | None) -> int:
 
 def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    waiting = False
     while True:
+        current: Current | None
         try:
-            _, state = ramp.read()
-        except (StoreError, RampError) as err:
+            current = ramp.read()
+        except (StoreError, RampError, FlagFileError) as err:
             if not args.wait:
                 raise
-            state = None
+            current = None
             print(f"{PROG}: note: cannot read the ramp ({err}); looking again", file=sys.stderr)
         else:
+            state = current.state
             if state is None:
                 raise RampError(f"no ramp on {ramp.store.source} (`ramp start` begins one)")
             if not args.wait or state.status != "running":
-                _show(state, ramp, args, out)
+                _show(current, ramp, args, out)
                 return _outcome_code(state) if args.wait else EXIT_OK
+            if not waiting:
+                waiting = True
+                print(
+                    f"{PROG}: waiting for the ramp to end: {state.status}, "
+                    f"{step_label(state)}; looking every {format_duration(args.interval)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if deadline is not None and time.monotonic() >= deadline:
-            if state is not None:
-                _show(state, ramp, args, out)
+            if current is not None:
+                _show(current, ramp, args, out)
+            print(
+                f"{PROG}: timed out after {format_duration(args.timeout)}: the ramp is still "
+                "running (exit 6); nothing written",
+                file=sys.stderr,
+            )
             return EXIT_TIMEOUT
         time.sleep(_nap(args.interval, deadline))
 
@@ -362,34 +390,58 @@ def _nap(interval: float, deadline: float | None) -> float:
     return nap
 
 
-def _show(state: RampState, ramp: Ramp, args: argparse.Namespace, out: Out) -> None:
+def _show(current: Current, ramp: Ramp, args: argparse.Namespace, out: Out) -> None:
+    assert current.state is not None
+    now = ramp.clock()
     if args.json:
-        out(json.dumps({"ramp": state.to_json()}, indent=2))
+        flag = current.flag
+        shown = {
+            "ramp": current.state.to_json(flag),
+            "file": {
+                "percent": flag.percent,
+                "version": flag.version,
+                "digest": flag.digest,
+                "written_by_the_ramp": flag.digest == current.state.expects,
+            },
+            "next_tick": next_tick(current.state, flag, now),
+        }
+        out(json.dumps(shown, indent=2))
         return
-    for line in status_lines(state, ramp.clock()):
+    for line in status_lines(current, ramp.store.source, now):
         out(line)
+
+
+#: ``ramp run`` says at least this often that it is still waiting (a CI log shows progress).
+HEARTBEAT = 600.0
 
 
 def _run_loop(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
     """Tick until the ramp is not running; its outcome is the exit code."""
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    said = ""
+    said, shown = "", time.monotonic()
     while True:
         try:
             outcome = ramp.tick()
-        except (StoreError, MetricsError) as err:  # a passing fault: try again next time
+        except (StoreError, MetricsError, FlagFileError) as err:  # try again next time
             print(f"{PROG}: note: tick failed ({err}); trying again", file=sys.stderr)
         else:
-            # Every step, and each change of what the ramp waits for ("baking", "holding"):
-            # a CI log shows progress without a line per tick.
+            # Every step, each change of what the ramp waits for ("baking", "holding"), and
+            # at least every HEARTBEAT seconds: a CI log shows progress, not a line a tick.
             now_saying = outcome.action.trigger.split(",")[0]
             ended = outcome.state is None or outcome.state.status != "running"
-            if outcome.written or ended or now_saying != said:
+            late = time.monotonic() - shown >= HEARTBEAT
+            if outcome.written or ended or now_saying != said or late:
                 _report(outcome, args, out, dry_run=False)
+                shown = time.monotonic()
             said = now_saying
             if ended:
                 return _outcome_code(outcome.state)
         if deadline is not None and time.monotonic() >= deadline:
+            print(
+                f"{PROG}: timed out after {format_duration(args.timeout)}: the ramp is still "
+                "running (exit 6)",
+                file=sys.stderr,
+            )
             return EXIT_TIMEOUT
         time.sleep(_nap(args.interval, deadline))
 

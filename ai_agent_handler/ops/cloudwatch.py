@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,17 +90,24 @@ def counter_sums(
     namespace: str = METRICS_NAMESPACE,
     schemes: Sequence[str] = KEY_SCHEMES,
     now: datetime.datetime | None = None,
+    deadline: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{metric: {key_scheme: sum}}`` of each counter of ``phase`` over ``window``.
 
     A counter nobody reported sums to 0 (CloudWatch returns no data points for it).
-    Raises :class:`MetricsError` when a read fails.
+    Raises :class:`MetricsError` when a read fails, or when ``deadline`` (a
+    ``time.monotonic()`` value) has passed before the next read.
     """
     period = period_for(window, now or datetime.datetime.now(datetime.timezone.utc))
     sums: dict[str, dict[str, float]] = {}
     for metric in metrics:
         per_scheme = sums.setdefault(metric, {})
         for scheme in schemes:
+            if deadline is not None and time.monotonic() > deadline:
+                raise MetricsError(
+                    f"reading {namespace} from CloudWatch took too long (past its deadline); "
+                    f"{metric} (key_scheme={scheme}) not read"
+                )
             try:
                 response = client.get_metric_statistics(
                     Namespace=namespace,

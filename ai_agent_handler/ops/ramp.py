@@ -1,16 +1,23 @@
 """A guarded ramp of the percentage, as pure decisions (no I/O).
 
 ``ai-agent-rollout ramp start --steps 1,5,25,50,100 --bake 2h --alarm NAME`` fixes a
-:class:`Plan`; every ``tick`` then looks at the flag file, the plan's state and the
-evidence read from CloudWatch, and :func:`decide` says what to do -- at most one step:
+:class:`Plan`. The ramp lives in the flag file it steers: ``metadata.ramp`` holds its
+:class:`RampState` (plan, step, status, and the digest of the flag content the ramp wrote)
+as one JSON string, so that a step -- the new percentage and the new state -- is one
+conditional write of one object. The bake of a step counts from the file's last write on
+the store's clock (:attr:`FlagView.modified`), never from a controller's clock.
+
+Every ``tick`` looks at the file and the evidence read from CloudWatch, and :func:`decide`
+says what to do -- at most one step:
 
 1. A ramp that is not running does nothing.
-2. A flag file whose version is not the one the ramp wrote was changed by someone else: the
-   ramp pauses (it never fights an operator).
+2. Flag content that is not what the ramp wrote (its digest differs: an operator's
+   ``percent``, ``allow``, ``rollback``, a hand edit, whatever its version says) pauses the
+   ramp: it never fights an operator.
 3. A guard breach -- a named alarm in ``ALARM``, any flag evaluation error, composite-key
    failures worse than legacy's -- rolls back to the previous step and pauses, whether the
-   step is still baking or not. The stable hash of the percentage rule moves back exactly
-   the endpoints that step moved.
+   step is still baking or not (before the first step: pauses). The stable hash of the
+   percentage rule moves back exactly the endpoints that step moved.
 4. While the step bakes, nothing happens.
 5. After the bake, evidence that cannot judge (too few composite decisions, an alarm in
    ``INSUFFICIENT_DATA`` or missing, CloudWatch unreadable) holds: nothing is written and
@@ -22,16 +29,21 @@ plain counter sums: ``failures / KeyDecisions`` per key scheme, for ``LambdaInvo
 and ``StreamChunksFailed``. Composite is worse than legacy when its ratio exceeds legacy's
 by more than ``tolerance`` (relative); with no legacy failures at all, any composite failure
 is worse. The legacy reference is the current window's legacy traffic, or -- once too little
-of it is left (late steps) -- the same span before the ramp started.
+of it is left (late steps) -- the same span before the ramp started. At 0 % (a ramp resumed
+after rolling back its first step) there is no composite traffic to count: the guards are
+the alarms and the evaluation errors.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
+import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, get_args
 
 from ..exceptions import RampError
 from .cloudwatch import Window
@@ -39,27 +51,26 @@ from .cloudwatch import Window
 __all__ = [
     "COUNTERS",
     "FAILURES",
-    "LEASE_SECONDS",
+    "MAX_BAKE",
+    "METADATA_KEY",
     "Action",
     "ActionKind",
     "Evidence",
     "FlagView",
     "Health",
-    "Pending",
     "Plan",
     "RampError",
     "RampState",
     "Status",
     "Verdict",
+    "content_digest",
     "decide",
-    "flag_moved",
     "format_duration",
     "judge",
-    "needs_evidence",
+    "next_tick",
     "parse_duration",
     "parse_steps",
     "realign",
-    "resolve_pending",
     "step_label",
 ]
 
@@ -67,10 +78,11 @@ __all__ = [
 COUNTERS = ("KeyDecisions", "FlagEvaluationErrors", "LambdaInvokeErrors", "StreamChunksFailed")
 #: Failures compared as ratios to the key decisions of the same scheme.
 FAILURES = ("LambdaInvokeErrors", "StreamChunksFailed")
-
-#: A step another controller announced (state written, flag not yet) is left to it for this
-#: long; after that it is taken as never made and decided again.
-LEASE_SECONDS = 120.0
+#: Where the ramp's state is kept in the flag file: ``metadata.ramp``, a JSON string (flagd
+#: metadata values are strings, numbers or booleans).
+METADATA_KEY = "ramp"
+#: The longest bake a plan may have (a year): anything longer is a typo or damage.
+MAX_BAKE = 366 * 86400.0
 
 Status = Literal["running", "paused", "done", "aborted"]
 Health = Literal["healthy", "hold", "breach"]
@@ -109,28 +121,34 @@ def parse_steps(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         item = part.strip().rstrip("%").strip()
         try:
-            value = int(item)
+            steps.append(int(item))
         except ValueError:
             raise RampError(f"not a percentage step: {part.strip()!r} in {text!r}") from None
+    return _checked_steps(steps, f" in {text!r}")
+
+
+def _checked_steps(steps: list[int], where: str = "") -> tuple[int, ...]:
+    if not steps:
+        raise RampError(f"a ramp needs at least one step{where}")
+    for before, value in zip([0, *steps], steps, strict=False):
         if not 1 <= value <= 100:
-            raise RampError(f"steps are percentages from 1 to 100, got {value} in {text!r}")
-        if steps and value <= steps[-1]:
-            raise RampError(f"steps must rise: {value} after {steps[-1]} in {text!r}")
-        steps.append(value)
+            raise RampError(f"steps are percentages from 1 to 100, got {value}{where}")
+        if value <= before:
+            raise RampError(f"steps must rise: {value} after {before}{where}")
     return tuple(steps)
 
 
 def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _time(value: object) -> datetime.datetime:
-    if not isinstance(value, str):
-        raise RampError(f"not a time: {value!r}")
-    moment = datetime.datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment
+def content_digest(doc: Mapping[str, Any]) -> str:
+    """What a flag document makes handlers answer, as a digest: everything but
+    ``metadata`` (version, phase, the ramp's own state). A hand edit that keeps the version
+    number still changes it."""
+    content = {key: value for key, value in doc.items() if key != "metadata"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -145,89 +163,27 @@ class Plan:
     tolerance: float = 0.25
     namespace: str = "ai_agent_handler"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "steps": list(self.steps),
-            "bake_seconds": self.bake,
-            "bake": format_duration(self.bake),
-            "alarms": list(self.alarms),
-            "min_decisions": self.min_decisions,
-            "tolerance": self.tolerance,
-            "namespace": self.namespace,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        return cls(
-            phase=str(data["phase"]),
-            steps=tuple(int(s) for s in data["steps"]),
-            bake=float(data["bake_seconds"]),
-            alarms=tuple(str(a) for a in data.get("alarms", ())),
-            min_decisions=int(data.get("min_decisions", 100)),
-            tolerance=float(data.get("tolerance", 0.25)),
-            namespace=str(data.get("namespace", "ai_agent_handler")),
-        )
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A step announced in the state before the flag file is written (crash recovery)."""
-
-    kind: ActionKind
-    step: int
-    percent: int
-    from_version: int
-    at: datetime.datetime
-    by: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "step": self.step,
-            "percent": self.percent,
-            "from_version": self.from_version,
-            "at": _iso(self.at),
-            "by": self.by,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Pending:
-        return cls(
-            kind=data["kind"],
-            step=int(data["step"]),
-            percent=int(data["percent"]),
-            from_version=int(data["from_version"]),
-            at=_time(data["at"]),
-            by=str(data.get("by", "")),
-        )
-
 
 @dataclass(frozen=True)
 class RampState:
-    """The ramp of one flag file, as kept beside it (``<file>.ramp.json``)."""
+    """The ramp of one flag file, as kept in its ``metadata.ramp``."""
 
     id: str
-    source: str
     plan: Plan
     status: Status
-    #: Index into ``plan.steps`` of the step the file is at; -1 = none (``start_percent``).
+    #: Index into ``plan.steps`` of the step the file is at; -1 = before the first step
+    #: (``start_percent``).
     step: int
     #: The percentage before the ramp started (what ``abort`` and a rollback of the first
     #: step go back to).
     start_percent: int
-    #: When the current step was written: its bake and its evidence window start here.
-    step_started: datetime.datetime
-    #: ``metadata.version`` the ramp last wrote or adopted: any other version is a hand edit.
-    flag_version: int
+    #: :func:`content_digest` of the flag content the ramp wrote or adopted: anything else
+    #: is someone else's edit.
+    expects: str
     started: datetime.datetime
     started_by: str
-    updated: datetime.datetime
     #: Why the ramp is paused, aborted or done (the last action's trigger).
     reason: str | None = None
-    pending: Pending | None = None
-    #: Bumped by every write of the state.
-    revision: int = 1
 
     @property
     def percent(self) -> int:
@@ -237,61 +193,116 @@ class RampState:
     def last_step(self) -> int:
         return len(self.plan.steps) - 1
 
-    def bake_ends(self) -> datetime.datetime:
-        return self.step_started + datetime.timedelta(seconds=self.plan.bake)
+    def percent_at(self, step: int) -> int:
+        return self.plan.steps[step] if step >= 0 else self.start_percent
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ramp": self.id,
-            "file": self.source,
-            "plan": self.plan.to_json(),
-            "status": self.status,
-            "step": self.step,
-            "steps_total": len(self.plan.steps),
-            "percent": self.percent,
-            "start_percent": self.start_percent,
-            "step_started": _iso(self.step_started),
-            "bake_ends": _iso(self.bake_ends()),
-            "flag_version": self.flag_version,
-            "started": _iso(self.started),
-            "started_by": self.started_by,
-            "updated": _iso(self.updated),
-            "reason": self.reason,
-            "pending": self.pending.to_json() if self.pending else None,
-            "revision": self.revision,
-        }
+    def encode(self) -> str:
+        """The ``metadata.ramp`` string."""
+        data = asdict(self)
+        data["started"] = _iso(self.started)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RampState:
+    def decode(cls, text: object) -> RampState:
+        """``metadata.ramp`` -> the state; :class:`RampError` saying what is damaged."""
         try:
-            pending = data.get("pending")
-            return cls(
-                id=str(data["ramp"]),
-                source=str(data["file"]),
-                plan=Plan.from_json(data["plan"]),
-                status=data["status"],
-                step=int(data["step"]),
-                start_percent=int(data["start_percent"]),
-                step_started=_time(data["step_started"]),
-                flag_version=int(data["flag_version"]),
+            data = json.loads(text) if isinstance(text, str) else None
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            raise RampError("metadata.ramp is not a JSON object in a string")
+        try:
+            plan = data["plan"]
+            if not isinstance(plan, dict):
+                raise RampError("plan is not an object")
+            steps = _checked_steps(_ints(plan["steps"], "plan.steps"))
+            state = cls(
+                id=_text(data["id"], "id"),
+                plan=Plan(
+                    phase=_text(plan["phase"], "plan.phase"),
+                    steps=steps,
+                    bake=_number(plan["bake"], "plan.bake", 0, MAX_BAKE),
+                    alarms=tuple(_text(a, "plan.alarms") for a in _list(plan["alarms"])),
+                    min_decisions=_int(plan["min_decisions"], "plan.min_decisions", 0, 10**12),
+                    tolerance=_number(plan["tolerance"], "plan.tolerance", 0, 1000),
+                    namespace=_text(plan["namespace"], "plan.namespace"),
+                ),
+                status=_choice(data["status"], "status", get_args(Status)),
+                step=_int(data["step"], "step", -1, len(steps) - 1),
+                start_percent=_int(data["start_percent"], "start_percent", 0, steps[0] - 1),
+                expects=_text(data["expects"], "expects"),
                 started=_time(data["started"]),
-                started_by=str(data["started_by"]),
-                updated=_time(data["updated"]),
-                reason=data.get("reason"),
-                pending=Pending.from_json(pending) if pending else None,
-                revision=int(data.get("revision", 1)),
+                started_by=_text(data["started_by"], "started_by"),
+                reason=None if data.get("reason") is None else _text(data["reason"], "reason"),
             )
-        except (KeyError, TypeError, ValueError) as err:
-            raise RampError(f"the ramp state is not readable: {err!r}") from err
+        except KeyError as err:
+            raise RampError(f"the ramp state has no {err.args[0]!r}") from None
+        return state
+
+    def to_json(self, flag: FlagView | None = None) -> dict[str, Any]:
+        """The state for ``--json`` output, with the step's times when ``flag`` is known."""
+        out: dict[str, Any] = json.loads(self.encode())
+        out.update(percent=self.percent, steps_total=len(self.plan.steps))
+        if flag is not None:
+            ends = flag.modified + datetime.timedelta(seconds=self.plan.bake)
+            out.update(step_started=_iso(flag.modified), bake_ends=_iso(ends))
+        return out
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise RampError(f"not a list: {value!r}")
+    return value
+
+
+def _ints(value: object, name: str) -> list[int]:
+    return [_int(item, name, 1, 100) for item in _list(value)]
+
+
+def _int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RampError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _number(value: object, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RampError(f"{name} must be a number, not {value!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise RampError(f"{name} must be from {low:g} to {high:g}, not {value!r}")
+    return float(value)
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise RampError(f"{name} must be a string, not {value!r}")
+    return value
+
+
+def _choice(value: object, name: str, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise RampError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _time(value: object) -> datetime.datetime:
+    try:
+        moment = datetime.datetime.fromisoformat(_text(value, "started"))
+    except ValueError:
+        raise RampError(f"started is not a time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 @dataclass(frozen=True)
 class FlagView:
     """What the flag file says now, as far as a ramp cares."""
 
-    version: int | None
+    digest: str
     #: The composite share of the endpoints outside the allow-list (None: not canonical).
     percent: int | None
+    version: int | None
+    #: The file's last write on the store's clock: the current step's bake starts here.
+    modified: datetime.datetime
 
 
 @dataclass(frozen=True)
@@ -345,8 +356,9 @@ def _ratio(failures: float, decisions: float) -> float:
     return failures / decisions if decisions else 0.0
 
 
-def judge(evidence: Evidence, plan: Plan) -> Verdict:
-    """The guards' verdict on ``evidence`` (see the module docstring)."""
+def judge(evidence: Evidence, plan: Plan, *, composite: bool = True) -> Verdict:
+    """The guards' verdict on ``evidence`` (see the module docstring); ``composite=False``
+    at 0 %, where no composite traffic is expected (alarms and evaluation errors only)."""
     breaches: list[str] = []
     holds: list[str] = []
     for name, state in evidence.alarms.items():
@@ -367,7 +379,7 @@ def judge(evidence: Evidence, plan: Plan) -> Verdict:
         breaches.append(f"{errors:g} flag evaluation error(s)")
     decisions = _sum(counters, "KeyDecisions", "composite")
     enough = decisions >= max(plan.min_decisions, 1)
-    if decisions < plan.min_decisions:
+    if composite and decisions < plan.min_decisions:
         holds.append(
             f"too little data: {decisions:g} composite decision(s), {plan.min_decisions} needed"
         )
@@ -376,22 +388,24 @@ def judge(evidence: Evidence, plan: Plan) -> Verdict:
         failed = _sum(counters, metric, "composite")
         if not failed or not enough:
             continue
-        composite = _ratio(failed, decisions)
+        ratio = _ratio(failed, decisions)
         if reference is None:
             holds.append(f"{metric}: {failed:g} composite, and no legacy traffic to compare with")
             continue
         legacy = _ratio(
             _sum(reference, metric, "legacy"), _sum(reference, "KeyDecisions", "legacy")
         )
-        if composite > legacy * (1 + plan.tolerance):
+        if ratio > legacy * (1 + plan.tolerance):
             breaches.append(
-                f"{metric} per decision: composite {composite:.4g} > legacy {legacy:.4g}{where}"
+                f"{metric} per decision: composite {ratio:.4g} > legacy {legacy:.4g}{where}"
                 f" (tolerance {plan.tolerance:g})"
             )
     if breaches:
         return Verdict("breach", tuple(breaches))
     if holds:
         return Verdict("hold", tuple(holds))
+    if not composite:
+        return Verdict("healthy", ("at 0 %: alarms OK, no flag evaluation errors",))
     return Verdict("healthy", (f"{decisions:g} composite decision(s), guards OK",))
 
 
@@ -411,8 +425,8 @@ def _legacy_reference(
 
 @dataclass(frozen=True)
 class Action:
-    """What a tick does: ``none`` writes nothing; the others write the state (and the flag
-    file for ``advance``/``rollback``) with one audit record."""
+    """What a command does: ``none`` writes nothing; the others write the flag file (its
+    percentage and ``metadata.ramp``) once, with one audit record."""
 
     kind: ActionKind
     #: The step the file goes to (``advance``, ``rollback``), or the ramp's step.
@@ -437,44 +451,35 @@ class Action:
         }
 
 
-def flag_moved(state: RampState, flag: FlagView) -> bool:
-    """True when the flag file is not at the version the ramp last wrote or adopted."""
-    return flag.version != state.flag_version
-
-
-def needs_evidence(state: RampState, flag: FlagView) -> bool:
-    """Whether :func:`decide` will look at the guards (so the caller reads CloudWatch)."""
-    return state.status == "running" and state.pending is None and not flag_moved(state, flag)
-
-
 def decide(
     state: RampState, flag: FlagView, verdict: Verdict | None, now: datetime.datetime
 ) -> Action:
     """At most one step for ``state`` (see the module docstring); ``verdict`` is required
-    when :func:`needs_evidence` says so. A pending step is resolved by the caller first."""
+    when the ramp is running and the file is as it wrote it."""
     here = Action("none", state.step, state.percent, "")
     if state.status != "running":
-        return replace(here, trigger=f"ramp is {state.status}", reasons=_why(state))
-    if flag_moved(state, flag):
-        shown = "unreadable" if flag.version is None else str(flag.version)
+        reasons = (state.reason,) if state.reason else ()
+        return replace(here, trigger=f"ramp is {state.status}", reasons=reasons)
+    if flag.digest != state.expects:
         return replace(
             here,
             kind="pause",
             trigger="flag file changed outside the ramp",
-            reasons=(f"version {state.flag_version} -> {shown}",),
+            reasons=(f"the file is at {_shown(flag.percent)}, the ramp wrote {state.percent} %",),
         )
     if verdict is None:
         raise RampError("decide needs the guards' verdict for a running ramp")
     if verdict.health == "breach":
+        if state.step < 0:  # nothing below the start: stop here
+            return Action("pause", -1, state.percent, "guard breach", verdict.reasons, verdict)
         back = state.step - 1
-        percent = state.plan.steps[back] if back >= 0 else state.start_percent
-        return Action("rollback", back, percent, "guard breach", verdict.reasons, verdict)
-    baking = now < state.bake_ends()
-    if baking:
-        left = format_duration((state.bake_ends() - now).total_seconds())
-        return replace(
-            here, trigger=f"baking, {left} left", reasons=verdict.reasons, verdict=verdict
+        return Action(
+            "rollback", back, state.percent_at(back), "guard breach", verdict.reasons, verdict
         )
+    left = (flag.modified - now).total_seconds() + state.plan.bake
+    if left > 0:
+        trigger = f"baking, {format_duration(left)} left"
+        return replace(here, trigger=trigger, reasons=verdict.reasons, verdict=verdict)
     if verdict.health == "hold":
         return replace(here, trigger="holding", reasons=verdict.reasons, verdict=verdict)
     if state.step >= state.last_step:
@@ -487,26 +492,32 @@ def decide(
     )
 
 
-def _why(state: RampState) -> tuple[str, ...]:
-    return (state.reason,) if state.reason else ()
+def next_tick(state: RampState, flag: FlagView, now: datetime.datetime) -> str:
+    """What the next tick will do, in words (``ramp status``)."""
+    if state.status == "paused":
+        return "nothing while paused (`ramp resume` bakes this step again, then goes on)"
+    if state.status != "running":
+        return f"nothing: the ramp is {state.status} (`ramp start` begins a new one)"
+    if flag.digest != state.expects:
+        return (
+            f"pause the ramp: the flag file changed outside it (now {_shown(flag.percent)}, "
+            f"the ramp wrote {state.percent} %)"
+        )
+    if state.step >= state.last_step:
+        then = "the ramp is done"
+    else:
+        then = f"{step_label(state, state.step + 1)}"
+    guards = "no alarm in ALARM" if state.percent == 0 else "the guards healthy"
+    what = f"{then} with {guards}; one step back on a breach; hold when it cannot judge"
+    left = (flag.modified - now).total_seconds() + state.plan.bake
+    if left > 0:
+        ends = flag.modified + datetime.timedelta(seconds=state.plan.bake)
+        return f"bake until {_iso(ends)} ({format_duration(left)} left), then {what}"
+    return f"bake done: {what}"
 
 
-def resolve_pending(
-    state: RampState, flag: FlagView, now: datetime.datetime
-) -> tuple[Literal["wait", "adopt", "drop", "moved"], str]:
-    """What became of a step another controller announced: ``wait`` (its lease runs),
-    ``adopt`` (the flag file shows it written: finish it), ``drop`` (never written, lease
-    over: decide again) or ``moved`` (someone else changed the file)."""
-    pending = state.pending
-    assert pending is not None
-    if flag.version == pending.from_version:
-        age = (now - pending.at).total_seconds()
-        if age < LEASE_SECONDS:
-            return "wait", f"{pending.by} is applying step {pending.step + 1} ({pending.percent} %)"
-        return "drop", f"step announced by {pending.by} {age:.0f} s ago was never written"
-    if flag.percent == pending.percent:
-        return "adopt", f"step {pending.step + 1} ({pending.percent} %) was written by {pending.by}"
-    return "moved", "flag file changed outside the ramp"
+def _shown(percent: int | None) -> str:
+    return "custom targeting" if percent is None else f"{percent} %"
 
 
 def step_label(state: RampState, step: int | None = None) -> str:
@@ -517,7 +528,7 @@ def step_label(state: RampState, step: int | None = None) -> str:
     return f"step {index + 1}/{len(state.plan.steps)} ({state.plan.steps[index]} %)"
 
 
-def realign(steps: Sequence[int], percent: int | None) -> int:
+def realign(steps: tuple[int, ...], percent: int | None) -> int:
     """The index of the highest step at or below ``percent`` (-1: below the first)."""
     index = -1
     for i, value in enumerate(steps):

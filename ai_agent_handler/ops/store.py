@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import email.utils
 import errno
 import fcntl
 import glob
@@ -72,7 +73,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -113,6 +114,12 @@ class Snapshot:
 
     data: bytes | None
     etag: str | None = None
+    #: When the store last wrote the file, on the store's clock (the file's mtime, the
+    #: object's ``LastModified``); None when not known.
+    modified: datetime.datetime | None = None
+    #: The store's clock at the read (S3's ``Date`` header); None when the store has no
+    #: clock of its own to tell (a local file: this host's clock).
+    server_time: datetime.datetime | None = field(default=None, compare=False)
 
 
 class AuditLog(Protocol):
@@ -347,6 +354,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _utc(timestamp: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+
+
+def _http_date(value: str | None) -> datetime.datetime | None:
+    """An HTTP ``Date`` header as a UTC time; None when absent or malformed."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).astimezone(datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
 def _host() -> str:
     """This host's name as it appears in temporary file names (no dots)."""
     return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
@@ -447,13 +468,16 @@ class LocalFileStore:
             os.close(fd)  # closing the descriptor releases the lock
 
     def read(self) -> Snapshot:
-        """The file's bytes; ``Snapshot(None)`` when it does not exist."""
+        """The file's bytes and mtime; ``Snapshot(None)`` when it does not exist."""
         try:
-            return Snapshot(self.target.read_bytes())
+            with open(self.target, "rb") as file:
+                mtime = os.fstat(file.fileno()).st_mtime
+                data = file.read()
         except FileNotFoundError:
             return Snapshot(None)
         except OSError as err:
             raise StoreError(f"cannot read {self.source}: {err.strerror}") from err
+        return Snapshot(data, modified=_utc(mtime))
 
     def check_rewrite(self, snapshot: Snapshot) -> None:
         """Refuse to repair or create a flag file through a symlink: the link may point at
@@ -687,10 +711,13 @@ class S3Store:
         return contextlib.nullcontext()
 
     def read(self) -> Snapshot:
-        """The object's bytes and ETag; ``Snapshot(None)`` when it does not exist."""
+        """The object's bytes, ETag and ``LastModified``, and S3's clock (the ``Date``
+        header); ``Snapshot(None)`` when it does not exist."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
-            return Snapshot(response["Body"].read(), response["ETag"])
+            data = response["Body"].read()
+            date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+            return Snapshot(data, response["ETag"], response.get("LastModified"), _http_date(date))
         except ClientError as err:
             if _aws.error_code(err) in _aws.NOT_FOUND:
                 return Snapshot(None)
@@ -971,6 +998,7 @@ def commit(
     repair: bool = False,
     create: bool = False,
     details: Mapping[str, Any] | None = None,
+    expected: Snapshot | None = None,
 ) -> Change:
     """Apply ``edit`` to the flag file of ``store`` as one locked, validated, audited write.
 
@@ -994,16 +1022,23 @@ def commit(
     (the edit cannot apply).
 
     ``details`` are more fields of the audit record (a ramp's evidence and trigger).
+    ``expected`` makes the write conditional on the file being exactly what that snapshot
+    read (a decision taken on it): anything else raises :class:`ConflictError`.
     """
     source = store.source
     store.check_place()
     planned: _Plan | None = None
-    if store.has_lock_file:
-        planned = _plan(store, store.read(), edit, phase=phase, repair=repair, create=create)
+    if store.has_lock_file or expected is not None:
+        read = expected if expected is not None else store.read()
+        planned = _plan(store, read, edit, phase=phase, repair=repair, create=create)
         if not planned.changed:
             return planned.unchanged(source, command)
     with store.locked():
         snapshot = store.read()
+        if expected is not None and not _same_file(snapshot, expected):
+            raise ConflictError(
+                f"{source} was changed by someone else since it was read; nothing written"
+            )
         if planned is None or planned.snapshot != snapshot:
             planned = _plan(store, snapshot, edit, phase=phase, repair=repair, create=create)
         if not planned.changed:
@@ -1043,6 +1078,10 @@ def commit(
         restore=tuple(restore),
         notes=planned.notes,
     )
+
+
+def _same_file(now: Snapshot, then: Snapshot) -> bool:
+    return now.data == then.data and (not then.etag or now.etag == then.etag)
 
 
 def seed(

@@ -2,7 +2,9 @@
 
 moto does not evaluate alarms, so the tests set their state; the counters are put as the
 handlers' EMF lines would arrive, with timestamps on the test's clock (which runs 20 days
-in the past, so every window is one moto can answer).
+in the past, so every window is one moto can answer). The store's clock is the test's
+(:func:`tests.support.store_clock.on_clock`): every write of the flag file is stamped with
+it, as the store would stamp it with its own.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,14 @@ from openfeature.evaluation_context import EvaluationContext
 
 from ai_agent_handler.flag_file.provider import FlagFileProvider
 from ai_agent_handler.ops import edits
-from ai_agent_handler.ops.ramp_control import Ramp, state_location
-from ai_agent_handler.ops.store import FlagStore, open_store
+from ai_agent_handler.exceptions import FlagFileError, StoreError
+from ai_agent_handler.ops.ramp import RampError
+from ai_agent_handler.ops.ramp_control import Ramp
+from ai_agent_handler.ops.store import FlagStore, LocalFileStore, commit, open_store
 from tests.support import BUCKET, FLAGS_DIR, REGION
 from tests.support.cli import Runner
 from tests.support.flags import value
+from tests.support.store_clock import on_clock, set_modified
 
 STEPS = (1, 5, 25, 50, 100)
 ALARM = "agent-receivers-errors"
@@ -32,10 +38,12 @@ HOUR = datetime.timedelta(hours=1)
 
 
 class Clock:
-    """The ramp's clock: starts 20 days ago, moves only when told."""
+    """The ramp's clock and its store's: starts 20 days ago on a whole second, moves only
+    when told."""
 
     def __init__(self) -> None:
-        self.now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=20)
+        now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=20)
+        self.now = now.replace(microsecond=0)
 
     def __call__(self) -> datetime.datetime:
         return self.now
@@ -102,10 +110,9 @@ def healthy(cw: Any, clock: Clock) -> None:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
-def flag_store(request: pytest.FixtureRequest, tmp_path: Path, aws: None) -> FlagStore:
+def live_store(kind: str, tmp_path: Path) -> FlagStore:
     """The production live file, seeded from the shipped one (legacy everywhere)."""
-    if request.param == "local":
+    if kind == "local":
         path = tmp_path / "production.flagd.json"
         shutil.copyfile(FLAGS_DIR / "production.flagd.json", path)
         return open_store(str(path))
@@ -114,6 +121,16 @@ def flag_store(request: pytest.FixtureRequest, tmp_path: Path, aws: None) -> Fla
     key = "ai-agent/production.flagd.json"
     s3.put_object(Bucket=BUCKET, Key=key, Body=(FLAGS_DIR / "production.flagd.json").read_bytes())
     return open_store(f"s3://{BUCKET}/{key}", s3_client=s3)
+
+
+@pytest.fixture(params=["local", "s3"])
+def flag_store(
+    request: pytest.FixtureRequest, tmp_path: Path, aws: None, clock: Clock
+) -> FlagStore:
+    """The live file, its writes stamped with the test's clock (the store's clock)."""
+    store = live_store(request.param, tmp_path)
+    set_modified(store, clock.now)
+    return on_clock(store, clock)
 
 
 def ramp_of(store: FlagStore, cw: Any, clock: Clock, who: str = "alice") -> Ramp:
@@ -150,8 +167,14 @@ def ramp_records(store: FlagStore) -> list[dict[str, Any]]:
     return [r for r in audit(store) if "ramp" in r]
 
 
-def state_bytes(store: FlagStore) -> bytes | None:
-    return open_store(state_location(store), s3_client=getattr(store, "_client", None)).read().data
+def ramp_meta(store: FlagStore) -> dict[str, Any]:
+    """The ramp's state as the flag file carries it."""
+    return dict(json.loads(flag_doc(store)["metadata"]["ramp"]))
+
+
+def written(store: FlagStore) -> tuple[bytes | None, int]:
+    """What a command that writes nothing must leave as it was: the file and its audit."""
+    return store.read().data, len(audit(store))
 
 
 @pytest.fixture
@@ -172,12 +195,12 @@ def test_a_healthy_ramp_walks_every_step_then_is_done(
     for step, percent in enumerate(STEPS[1:], start=1):
         healthy(cw, clock)
         clock.advance(HOUR / 2)
-        before = (flag_store.read().data, state_bytes(flag_store), len(audit(flag_store)))
+        before = written(flag_store)
         baking = started.tick()
         assert (baking.action.kind, baking.written) == ("none", False)
         assert baking.action.trigger == "baking, 30m left"
         # A tick that changes nothing writes nothing: flag, state, audit.
-        assert (flag_store.read().data, state_bytes(flag_store), len(audit(flag_store))) == before
+        assert written(flag_store) == before
         clock.advance(HOUR / 2)
         outcome = started.tick()
         assert (outcome.action.kind, outcome.action.percent) == ("advance", percent)
@@ -268,11 +291,11 @@ def test_evidence_that_cannot_judge_holds_and_writes_nothing(
             config=Config(retries={"max_attempts": 1}, connect_timeout=1),
         )
     clock.advance(HOUR * 2)
-    before = (flag_store.read().data, state_bytes(flag_store), len(audit(flag_store)))
+    before = written(flag_store)
     outcome = started.tick()
     assert (outcome.action.kind, outcome.action.trigger) == ("none", "holding")
     assert outcome.written is False
-    assert (flag_store.read().data, state_bytes(flag_store), len(audit(flag_store))) == before
+    assert written(flag_store) == before
     said = " ".join(outcome.action.reasons)
     expected = {
         "INSUFFICIENT_DATA": f"alarm {ALARM} is INSUFFICIENT_DATA",
@@ -289,8 +312,6 @@ def test_a_hand_edit_pauses_the_ramp_and_resume_continues_from_the_files_step(
     clock.advance(HOUR)
     started.tick()  # 5 %
     operator = ramp_of(flag_store, cw, clock, who="bob")
-    from ai_agent_handler.ops.store import commit
-
     commit(flag_store, lambda d: edits.set_percent(d, 30), command="percent 30", actor="bob")
     healthy(cw, clock)
     clock.advance(HOUR)
@@ -301,8 +322,6 @@ def test_a_hand_edit_pauses_the_ramp_and_resume_continues_from_the_files_step(
     assert percent_of(flag_store) == 30  # the operator's edit stands
     assert audit(flag_store)[-1]["ramp"]["action"] == "pause"
     # 30 % is no step of the ramp: resume says what to do.
-    from ai_agent_handler.ops.ramp import RampError
-
     with pytest.raises(RampError, match=r"30 %, which is no step of the ramp"):
         operator.resume()
     commit(flag_store, lambda d: edits.set_percent(d, 25), command="percent 25", actor="bob")
@@ -348,8 +367,6 @@ def test_abort_puts_the_percentage_back_and_promote_finishes(
     aborted = started.abort(reason="CHG-200 cancelled")
     assert aborted.state is not None and aborted.state.status == "aborted"
     assert percent_of(flag_store) == 0
-    from ai_agent_handler.ops.ramp import RampError
-
     with pytest.raises(RampError, match="aborted"):
         started.resume()
     again = started.start(steps=(10, 100), bake=60.0, min_decisions=0)
@@ -366,13 +383,13 @@ def test_dry_runs_write_nothing(flag_store: FlagStore, cw: Any, clock: Clock) ->
     snapshot = flag_store.read().data
     planned = ramp.start(steps=STEPS, bake=3600.0, alarms=(ALARM,), dry_run=True)
     assert planned.action.kind == "start" and planned.written is False
-    assert state_bytes(flag_store) is None and flag_store.read().data == snapshot
+    assert flag_store.read().data == snapshot and audit(flag_store) == []
     ramp.start(steps=STEPS, bake=0.0, min_decisions=0)
-    before = (flag_store.read().data, state_bytes(flag_store), len(audit(flag_store)))
+    before = written(flag_store)
     for lever in (ramp.pause, ramp.abort, ramp.promote):
         assert lever(dry_run=True).written is False
     assert ramp.tick(dry_run=True).action.kind == "advance"
-    assert (flag_store.read().data, state_bytes(flag_store), len(audit(flag_store))) == before
+    assert written(flag_store) == before
 
 
 @pytest.mark.parametrize(
@@ -388,9 +405,6 @@ def test_dry_runs_write_nothing(flag_store: FlagStore, cw: Any, clock: Clock) ->
 def test_start_refuses_what_cannot_ramp(
     flag_store: FlagStore, cw: Any, clock: Clock, setup: str, message: str
 ) -> None:
-    from ai_agent_handler.ops.ramp import RampError
-    from ai_agent_handler.ops.store import commit
-
     ramp = ramp_of(flag_store, cw, clock)
     alarms: tuple[str, ...] = (ALARM,)
     if setup == "missing alarm":
@@ -411,17 +425,15 @@ def test_start_refuses_what_cannot_ramp(
             return doc
 
         commit(flag_store, custom, command="custom", actor="t")
-    before = (flag_store.read().data, state_bytes(flag_store))
+    before = written(flag_store)
     with pytest.raises(RampError, match=message):
         ramp.start(steps=STEPS, bake=60.0, alarms=alarms)
-    assert (flag_store.read().data, state_bytes(flag_store)) == before
+    assert written(flag_store) == before
 
 
 def test_steps_at_or_below_the_files_percentage_are_skipped(
     flag_store: FlagStore, cw: Any, clock: Clock
 ) -> None:
-    from ai_agent_handler.ops.store import commit
-
     commit(flag_store, lambda d: edits.set_percent(d, 5), command="percent 5", actor="t")
     outcome = ramp_of(flag_store, cw, clock).start(steps=STEPS, bake=60.0, min_decisions=0)
     assert outcome.state is not None and outcome.state.plan.steps == (25, 50, 100)
@@ -546,11 +558,9 @@ def test_ramp_run_ends_with_exit_5_when_an_alarm_rolls_back(
 
 
 @pytest.mark.parametrize("damage", ["invalid", "deleted"])
-def test_a_broken_or_deleted_flag_file_pauses_the_ramp(
+def test_a_broken_or_deleted_flag_file_steps_nothing_and_says_why(
     started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock, damage: str
 ) -> None:
-    from ai_agent_handler.ops.store import LocalFileStore
-
     if damage == "invalid":
         if isinstance(flag_store, LocalFileStore):
             flag_store.target.write_text("{not json")
@@ -565,10 +575,12 @@ def test_a_broken_or_deleted_flag_file_pauses_the_ramp(
             Bucket=BUCKET, Key="ai-agent/production.flagd.json"
         )
     clock.advance(HOUR)
-    outcome = started.tick()
-    assert outcome.action.kind == "pause"
-    assert outcome.action.reasons[0].endswith("-> unreadable")
-    assert outcome.state is not None and outcome.state.status == "paused"
+    before = flag_store.read().data
+    error = FlagFileError if damage == "invalid" else StoreError
+    says = "the ramp cannot step until the file is repaired" if damage == "invalid" else "no such"
+    with pytest.raises(error, match=says):
+        started.tick()
+    assert flag_store.read().data == before
 
 
 def test_an_alarm_rolls_back_even_when_the_counters_cannot_be_read(
@@ -591,3 +603,357 @@ def test_an_alarm_rolls_back_even_when_the_counters_cannot_be_read(
     assert (outcome.action.kind, outcome.action.percent) == ("rollback", 0)
     assert percent_of(flag_store) == 0
     assert audit(flag_store)[-1]["ramp"]["evidence"]["error"].startswith("cannot read")
+
+
+# -- one step is one conditional write: races, clocks, outages ------------------------------
+
+
+def baked(flag_store: FlagStore, cw: Any, clock: Clock) -> Ramp:
+    """A ramp at step 1 (1 %) whose bake is over with healthy evidence."""
+    ramp = ramp_of(flag_store, cw, clock)
+    ramp.start(steps=STEPS, bake=3600.0, alarms=(ALARM,), min_decisions=20)
+    healthy(cw, clock)
+    clock.advance(HOUR)
+    return ramp
+
+
+def while_reading_alarms(cw: Any, action: Any) -> None:
+    """Run ``action`` once, when the next tick asks CloudWatch for its alarms: after the tick
+    read the file and before it writes."""
+    done: list[bool] = []
+
+    def hook(**_: Any) -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    cw.meta.events.register("before-call.cloudwatch.DescribeAlarms", hook)
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "percent", "status", "actions"),
+    [
+        ("another controller ticks", 5, "running", ["start", "advance"]),
+        ("the operator pauses", 1, "paused", ["start", "pause"]),
+        ("the operator aborts", 0, "aborted", ["start", "abort"]),
+        ("the operator sets 30 %", 30, "running", ["start"]),
+    ],
+)
+def test_whatever_lands_between_a_ticks_read_and_its_write_wins(
+    flag_store: FlagStore,
+    cw: Any,
+    clock: Clock,
+    meanwhile: str,
+    percent: int,
+    status: str,
+    actions: list[str],
+) -> None:
+    ramp = baked(flag_store, cw, clock)
+    other_cw = boto3.client("cloudwatch", region_name=REGION)
+    other = ramp_of(flag_store, other_cw, clock, who="bob")
+    levers = {
+        "another controller ticks": other.tick,
+        "the operator pauses": lambda: other.pause(reason="INC-1"),
+        "the operator aborts": lambda: other.abort(reason="INC-1"),
+        "the operator sets 30 %": lambda: commit(
+            flag_store, lambda d: edits.set_percent(d, 30), command="percent 30", actor="bob"
+        ),
+    }
+    landed: list[Any] = []
+    while_reading_alarms(cw, lambda: landed.append(levers[meanwhile]()))
+    outcome = ramp.tick()
+    assert landed, "the interleaving did not happen"
+    assert (outcome.action.kind, outcome.written) == ("none", False)
+    assert outcome.action.trigger.startswith("another controller or an operator changed the file")
+    assert percent_of(flag_store) == percent
+    assert ramp_meta(flag_store)["status"] == status
+    assert [r["ramp"]["action"] for r in ramp_records(flag_store)] == actions
+    if meanwhile == "the operator sets 30 %":  # the next tick sees the edit and pauses
+        assert ramp.tick().action.kind == "pause" and percent_of(flag_store) == 30
+
+
+def test_decisions_reported_in_the_ticks_own_second_count(
+    flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    ramp = ramp_of(flag_store, cw, clock)
+    ramp.start(steps=STEPS, bake=0.0, alarms=(ALARM,), min_decisions=2)
+    half = datetime.timedelta(milliseconds=500)
+    report(cw, clock.now + half, KeyDecisions=(2, 8))  # the runs of this very second
+    clock.advance(half + datetime.timedelta(milliseconds=400))
+    outcome = ramp.tick()
+    assert (outcome.action.kind, outcome.action.percent) == ("advance", 5), outcome.action.reasons
+
+
+def test_a_hand_edit_that_keeps_the_version_pauses_the_ramp(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    doc = flag_doc(flag_store)
+    version = doc["metadata"]["version"]
+    edited = edits.set_percent(doc, 30)
+    assert edited["metadata"]["version"] == version
+    flag_store.write(json.dumps(edited).encode(), flag_store.read())
+    healthy(cw, clock)
+    clock.advance(HOUR)
+    outcome = started.tick()
+    assert (outcome.action.kind, outcome.action.trigger) == (
+        "pause",
+        "flag file changed outside the ramp",
+    )
+    assert outcome.action.reasons == ("the file is at 30 %, the ramp wrote 1 %",)
+    assert percent_of(flag_store) == 30 and ramp_meta(flag_store)["status"] == "paused"
+
+
+def test_a_controller_whose_clock_is_behind_the_store_decides_nothing(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    healthy(cw, clock)
+    clock.advance(HOUR)
+    late = Ramp(flag_store, actor="cron", cloudwatch_client=cw, clock=lambda: clock.now - 23 * HOUR)
+    before = written(flag_store)
+    with pytest.raises(StoreError, match=r"clock .* is 79200 s behind the file's last write"):
+        late.tick()
+    assert written(flag_store) == before
+    # The correct controller steps; the late one still cannot, and cannot shorten a bake.
+    assert started.tick().action.kind == "advance"
+    with pytest.raises(StoreError, match="behind"):
+        late.tick()
+
+
+def test_a_controller_whose_clock_is_ahead_of_s3_decides_nothing(
+    moto_server: str, tmp_path: Path
+) -> None:
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
+    s3.create_bucket(Bucket=BUCKET)
+    key = "ai-agent/production.flagd.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=(FLAGS_DIR / "production.flagd.json").read_bytes())
+    store = open_store(f"s3://{BUCKET}/{key}", s3_client=s3)
+    cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_server)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    Ramp(store, actor="t", cloudwatch_client=cw).start(steps=STEPS, bake=0.0, min_decisions=0)
+    assert store.read().server_time is not None  # S3 says what time it is
+    ahead = Ramp(store, actor="t", cloudwatch_client=cw, clock=lambda: now + 2 * HOUR)
+    with pytest.raises(StoreError, match=r"s ahead of the store's clock"):
+        ahead.tick()
+    assert percent_of(store) == 1
+    right = Ramp(store, actor="t", cloudwatch_client=cw)
+    assert right.tick().action.kind == "advance"
+
+
+class HangingCloudWatch:
+    """A CloudWatch on loopback that takes every request and never answers; ``on_request``
+    runs (in the server's thread) when a request has arrived."""
+
+    def __init__(self, on_request: Any) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.release = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                on_request()
+                owner.release.wait(10)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_hanging_cloudwatch_holds_the_ramp_and_never_blocks_the_levers(
+    flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    from ai_agent_handler._aws import METRICS_READ_CONFIG
+
+    ramp = baked(flag_store, cw, clock)
+    operator = ramp_of(flag_store, cw, clock, who="bob")
+    paused: list[Any] = []
+    hanging = HangingCloudWatch(lambda: paused or paused.append(operator.pause(reason="INC-2")))
+    try:
+        # The library's own client settings, with a read timeout short enough for a test.
+        ramp._cloudwatch = boto3.client(
+            "cloudwatch",
+            region_name=REGION,
+            endpoint_url=hanging.url,
+            config=METRICS_READ_CONFIG.merge(Config(read_timeout=0.3)),
+        )
+        outcome = ramp.tick()
+    finally:
+        hanging.close()
+    assert paused and paused[0].written  # the pause got through while the tick waited
+    assert (outcome.action.kind, outcome.written) == ("none", False)
+    assert outcome.action.trigger == "holding"
+    assert "metrics unreadable: cannot read the alarms" in outcome.action.reasons[0]
+    assert ramp_meta(flag_store)["status"] == "paused" and percent_of(flag_store) == 1
+
+
+def test_all_of_a_ticks_metric_reads_have_one_deadline(
+    flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    ramp = baked(flag_store, cw, clock)
+    ramp.metrics_deadline = 0.0
+    outcome = ramp.tick()
+    assert (outcome.action.kind, outcome.written) == ("none", False)
+    assert "took too long (past its deadline)" in outcome.action.reasons[0]
+
+
+def test_metric_reads_have_tight_stated_timeouts() -> None:
+    from ai_agent_handler import _aws
+
+    config = _aws.cloudwatch_client().meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2, _aws.METRICS_READ_TIMEOUT)
+    assert config.retries is not None
+    assert (config.retries["total_max_attempts"], config.retries["mode"]) == (2, "standard")
+
+
+def test_a_breach_before_the_first_step_pauses_with_its_audit_record(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    set_alarm(cw, "ALARM")
+    assert started.tick().action.kind == "rollback" and percent_of(flag_store) == 0
+    set_alarm(cw, "OK")
+    started.resume(reason="INC-3 fixed")
+    set_alarm(cw, "ALARM")
+    outcome = started.tick()
+    assert (outcome.action.kind, outcome.action.step, outcome.written) == ("pause", -1, True)
+    assert outcome.state is not None and (outcome.state.step, outcome.state.status) == (
+        -1,
+        "paused",
+    )
+    record = audit(flag_store)[-1]
+    assert (record["ramp"]["action"], record["ramp"]["trigger"]) == ("pause", "guard breach")
+    assert record["version_after"] == outcome.version == edits.version_of(flag_doc(flag_store))
+    assert ramp_meta(flag_store)["step"] == -1 and percent_of(flag_store) == 0
+
+
+def test_a_ramp_resumed_at_0_percent_bakes_then_reapplies_its_first_step(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock, run: Runner
+) -> None:
+    set_alarm(cw, "ALARM")
+    assert started.tick().action.percent == 0  # step 1 rolled back, paused
+    set_alarm(cw, "OK")
+    resumed = started.resume(reason="INC-4 fixed")
+    assert resumed.state is not None and (resumed.state.step, resumed.state.percent) == (-1, 0)
+    assert started.tick().action.trigger == "baking, 1h left"
+    current = started.read()
+    assert current.state is not None
+    from ai_agent_handler.ops.ramp import next_tick
+
+    said = next_tick(current.state, current.flag, clock.now)
+    assert said.endswith(
+        "then step 1/5 (1 %) with no alarm in ALARM; one step back on a breach; "
+        "hold when it cannot judge"
+    )
+    clock.advance(HOUR)  # no composite decision at all: at 0 % none is expected
+    outcome = started.tick()
+    assert (outcome.action.kind, outcome.action.percent) == ("advance", 1)
+    assert percent_of(flag_store) == 1
+
+
+DAMAGE = {
+    "a step past the plan": lambda m: {**m, "step": 9},
+    "an empty plan": lambda m: {**m, "plan": {**m["plan"], "steps": []}},
+    "a NaN bake": lambda m: {**m, "plan": {**m["plan"], "bake": float("nan")}},
+    "a 1e300 bake": lambda m: {**m, "plan": {**m["plan"], "bake": 1e300}},
+    "a JSON array": lambda m: [m],
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_ramp_state_is_one_clear_line_and_abort_removes_it(
+    run: Runner, local_file: Path, damage: str
+) -> None:
+    f = str(local_file)
+    started = run("--file", f, "ramp", "start", "--steps", "10,50", "--bake", "1h")
+    assert started.code == 0, started.err
+    doc = json.loads(local_file.read_text())
+    meta = json.loads(doc["metadata"]["ramp"])
+    doc["metadata"]["ramp"] = json.dumps(DAMAGE[damage](meta))
+    local_file.write_text(json.dumps(doc))
+    before = local_file.read_bytes()
+    for command in ("status", "tick", "pause", "resume", "promote"):
+        result = run("--file", f, "ramp", command)
+        assert result.code == 3, (command, result.err)
+        assert "the ramp state (metadata.ramp) is damaged" in result.err
+        assert "`ramp abort` removes it" in result.err and "Traceback" not in result.err
+        assert local_file.read_bytes() == before
+    aborted = run("--file", f, "ramp", "abort", "--reason", "damaged")
+    assert aborted.code == 0, aborted.err
+    assert "the ramp state was damaged: removed it" in aborted.out
+    after = json.loads(local_file.read_text())
+    assert "ramp" not in after["metadata"]
+    assert edits.read_state(after).percent == 10  # the percentage is left as it was
+    assert run("--file", f, "ramp", "status").code == 3  # no ramp now
+
+
+def test_status_tells_the_file_as_it_is(
+    run: Runner, local_file: Path, cw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = str(local_file)
+    assert run("--file", f, "ramp", "start", "--steps", "10,100", "--bake", "1h").code == 0
+    assert run("--file", f, "ramp", "promote", "--reason", "go").code == 0
+    assert run("--file", f, "rollback", "--reason", "INC-5").code == 0
+    shown = run("--file", f, "ramp", "status")
+    assert shown.code == 0
+    version = edits.version_of(json.loads(local_file.read_text()))
+    assert shown.out.splitlines()[:2] == [
+        f"ramp {json.loads(json.loads(local_file.read_text())['metadata']['ramp'])['id']} on "
+        f"{f}: done, step 2/2 (100 %)",
+        f"  the file changed since the ramp's last write: now 0 % (version {version})",
+    ]
+    body = run("--file", f, "ramp", "status", "--json").json()
+    assert body["file"] == {
+        "percent": 0,
+        "version": version,
+        "digest": body["file"]["digest"],
+        "written_by_the_ramp": False,
+    }
+    assert body["ramp"]["status"] == "done"
+
+
+def test_status_wait_says_when_it_gives_up(run: Runner, local_file: Path) -> None:
+    f = str(local_file)
+    assert run("--file", f, "ramp", "start", "--steps", "10,100", "--bake", "1h").code == 0
+    result = run("--file", f, "ramp", "status", "--wait", "--timeout", "0s")
+    assert result.code == 6
+    assert "running, step 1/2 (10 %)" in result.out
+    assert "timed out after 0s: the ramp is still running (exit 6)" in result.err
+
+
+@pytest.mark.parametrize(("heartbeat", "lines"), [(600.0, 1), (0.0, 3)])
+def test_ramp_run_shows_it_is_alive_while_a_step_bakes(
+    run: Runner, local_file: Path, monkeypatch: pytest.MonkeyPatch, heartbeat: float, lines: int
+) -> None:
+    """Three ticks of a baking step, then ``--timeout``: a line for the first, and one at
+    least every HEARTBEAT seconds (the run's monotonic clock jumps 5 minutes at the third)."""
+    from ai_agent_handler.ops import cli_ramp
+
+    ticks = {"n": 0}
+    real_tick, real_monotonic = Ramp.tick, time.monotonic
+
+    def tick(self: Ramp, **kwargs: Any) -> Any:
+        ticks["n"] += 1
+        return real_tick(self, **kwargs)
+
+    monkeypatch.setattr(Ramp, "tick", tick)
+    monkeypatch.setattr(cli_ramp, "HEARTBEAT", heartbeat)
+    monkeypatch.setattr(cli_ramp, "_nap", lambda *_: 0.0)
+    monkeypatch.setattr(
+        cli_ramp.time, "monotonic", lambda: real_monotonic() + (300 if ticks["n"] >= 3 else 0)
+    )
+    f = str(local_file)
+    assert run("--file", f, "ramp", "start", "--steps", "10,100", "--bake", "1h").code == 0
+    result = run("--file", f, "ramp", "run", "--timeout", "1m")
+    assert (result.code, ticks["n"]) == (6, 3)
+    assert result.out.count("nothing to do: baking") == lines, result.out
+    assert "timed out after 1m: the ramp is still running (exit 6)" in result.err

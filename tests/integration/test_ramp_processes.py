@@ -1,6 +1,11 @@
 """The ramp across real processes: concurrent controllers, a controller killed mid-step, a
 CI job waiting on the outcome. ``ai-agent-rollout`` runs as subprocesses; S3 and CloudWatch
-are moto's threaded server on loopback (``AWS_ENDPOINT_URL``)."""
+are moto's threaded server on loopback (``AWS_ENDPOINT_URL``).
+
+No test waits for time to pass: a step's bake is made over by setting the time the store
+says the file was written (:func:`tests.support.store_clock.set_modified`), and a waiting
+process is known to wait by the line it prints.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +22,22 @@ import boto3
 import pytest
 
 from ai_agent_handler.ops import edits
-from ai_agent_handler.ops.ramp import LEASE_SECONDS
-from ai_agent_handler.ops.ramp_control import Ramp
-from ai_agent_handler.ops.store import open_store
+from ai_agent_handler.ops.store import FlagStore, open_store
 from tests.support import BUCKET, FLAGS_DIR, REGION, REPO
+from tests.support.store_clock import set_modified
 
-#: Imports first, then waits for a common start time: the controllers really tick at once.
-AT_ONCE = """
-import sys, time
-from ai_agent_handler.ops import cli
-start = float(sys.argv[1])
-time.sleep(max(0.0, start - time.time()))
-sys.exit(cli.main(sys.argv[2:]))
-"""
-
-#: A controller that dies at a chosen point of a step (``os._exit``: no cleanup at all).
+#: A controller that dies at a chosen point of its step (``os._exit``: no cleanup at all):
+#: ``before`` the one write of the flag file, or right ``after`` it.
 DIES = """
 import os, sys
-from ai_agent_handler.ops import cli
-from ai_agent_handler.ops.ramp import LEASE_SECONDS
-from ai_agent_handler.ops.ramp_control import Ramp
-setattr(Ramp, sys.argv[1], lambda *a, **k: os._exit(9))
+from ai_agent_handler.ops import cli, ramp_control
+real = ramp_control.commit
+def commit(*args, **kwargs):
+    if sys.argv[1] == "before":
+        os._exit(9)
+    real(*args, **kwargs)
+    os._exit(9)
+ramp_control.commit = commit
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -88,35 +87,45 @@ def live(request: pytest.FixtureRequest, tmp_path: Path, moto_server: str) -> st
     return f"s3://{BUCKET}/{key}"
 
 
-def store_of(live: str, moto_server: str) -> Any:
+@pytest.fixture
+def store(live: str, moto_server: str) -> FlagStore:
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
     return open_store(live, s3_client=s3)
 
 
-def records(store: Any) -> list[dict[str, Any]]:
+def records(store: FlagStore) -> list[dict[str, Any]]:
     location = store.audit_location
     if location.startswith("s3://"):
+        client = store.client  # type: ignore[attr-defined]
         bucket, prefix = location[5:].split("/", 1)
-        listed = store.client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
         got = [
-            json.loads(store.client.get_object(Bucket=bucket, Key=i["Key"])["Body"].read())
+            json.loads(client.get_object(Bucket=bucket, Key=i["Key"])["Body"].read())
             for i in listed
         ]
-        return sorted(got, key=lambda r: r["time"])
+        return sorted(got, key=lambda r: r["version_after"])
     return [json.loads(line) for line in Path(location).read_text().splitlines()]
 
 
-def percent(store: Any) -> int | None:
+def ramp_actions(store: FlagStore) -> list[str]:
+    return [r["ramp"]["action"] for r in records(store) if "ramp" in r]
+
+
+def flag(store: FlagStore) -> dict[str, Any]:
     data = store.read().data
-    return edits.read_state(json.loads(data)).percent
+    assert data is not None
+    return dict(json.loads(data))
 
 
-def ramp_of(store: Any, moto_server: str) -> Ramp:
-    cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_server)
-    return Ramp(store, actor="test", cloudwatch_client=cw)
+def percent(store: FlagStore) -> int | None:
+    return edits.read_state(flag(store)).percent
 
 
-def start(env: dict[str, str], live: str, bake: str = "1s") -> None:
+def ramp_state(store: FlagStore) -> dict[str, Any]:
+    return dict(json.loads(flag(store)["metadata"]["ramp"]))
+
+
+def start(env: dict[str, str], live: str, bake: str = "1h") -> None:
     code, _, err = finish(
         cli(
             env,
@@ -135,80 +144,53 @@ def start(env: dict[str, str], live: str, bake: str = "1s") -> None:
     assert code == 0, err
 
 
+def bake_over(store: FlagStore) -> None:
+    """The store says the current step was written two hours ago (its bake is one)."""
+    two_hours_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)
+    set_modified(store, two_hours_ago)
+
+
 def test_controllers_ticking_at_once_make_exactly_one_step(
-    env: dict[str, str], live: str, moto_server: str
+    env: dict[str, str], live: str, store: FlagStore
 ) -> None:
     start(env, live)
-    time.sleep(1.2)  # the first step has baked
-    at = f"{time.time() + 3.0}"
-    controllers = [
-        cli(env, "--file", live, "ramp", "tick", script=AT_ONCE, extra=(at,)) for _ in range(4)
-    ]
+    bake_over(store)
+    controllers = [cli(env, "--file", live, "ramp", "tick") for _ in range(4)]
     results = [finish(c) for c in controllers]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
-    store = store_of(live, moto_server)
     assert percent(store) == 5
-    actions = [r["ramp"]["action"] for r in records(store) if "ramp" in r]
-    assert actions == ["start", "advance"]
-    advanced = [out for _, out, _ in results if "advanced to step 2/3 (5 %)" in out]
-    assert len(advanced) == 1, [out for _, out, _ in results]
-    _, state = ramp_of(store, moto_server).read()
-    assert state is not None and (state.step, state.status, state.pending) == (1, "running", None)
+    assert ramp_actions(store) == ["start", "advance"]
+    outs = [out for _, out, _ in results]
+    assert sum("advanced to step 2/3 (5 %)" in out for out in outs) == 1, outs
+    # Every other controller either lost the write or saw the new step baking.
+    for out in outs:
+        assert any(
+            said in out
+            for said in ("advanced to step 2/3", "changed the file meanwhile", "baking, ")
+        ), out
+    assert (ramp_state(store)["step"], ramp_state(store)["status"]) == (1, "running")
 
 
-def test_a_controller_killed_between_the_flag_write_and_the_state_write_is_finished(
-    env: dict[str, str], live: str, moto_server: str
+@pytest.mark.parametrize(
+    ("dies", "at", "then"), [("before", 1, "advanced"), ("after", 5, "baking")]
+)
+def test_a_controller_killed_mid_step_leaves_one_whole_state_behind(
+    env: dict[str, str], live: str, store: FlagStore, dies: str, at: int, then: str
 ) -> None:
     start(env, live)
-    time.sleep(1.2)
-    code, _, _ = finish(
-        cli(env, "--file", live, "ramp", "tick", script=DIES, extra=("_finish_step",))
-    )
+    bake_over(store)
+    code, _, _ = finish(cli(env, "--file", live, "ramp", "tick", script=DIES, extra=(dies,)))
     assert code == 9
-    store = store_of(live, moto_server)
-    assert percent(store) == 5  # the flag file was written...
-    _, state = ramp_of(store, moto_server).read()
-    assert state is not None and state.pending is not None and state.step == 0  # ...the state not
-    version = edits.version_of(json.loads(store.read().data))
+    # Killed before its write: nothing happened. After: the step is whole (file and state
+    # are one object). Either way the next tick has nothing to finish or wait for.
+    assert percent(store) == at
+    state = ramp_state(store)
+    assert (state["step"], state["status"]) == (0 if at == 1 else 1, "running")
     code, out, err = finish(cli(env, "--file", live, "ramp", "tick"))
     assert code == 0, err
-    assert "advanced to step 2/3 (5 %): finished: step 2 (5 %) was written by cron@" in out
-    _, state = ramp_of(store, moto_server).read()
-    assert state is not None and (state.step, state.pending, state.flag_version) == (
-        1,
-        None,
-        version,
-    )
-    assert edits.version_of(json.loads(store.read().data)) == version  # not written twice
-    assert [r["ramp"]["action"] for r in records(store) if "ramp" in r] == ["start", "advance"]
-    # And the ramp goes on from there.
-    time.sleep(1.2)
-    code, out, _ = finish(cli(env, "--file", live, "ramp", "tick"))
-    assert code == 0 and "advanced to step 3/3 (25 %)" in out
-
-
-def test_a_controller_killed_before_the_flag_write_is_forgotten_after_its_lease(
-    env: dict[str, str], live: str, moto_server: str
-) -> None:
-    start(env, live)
-    time.sleep(1.2)
-    code, _, _ = finish(
-        cli(env, "--file", live, "ramp", "tick", script=DIES, extra=("_write_flag",))
-    )
-    assert code == 9
-    store = store_of(live, moto_server)
-    assert percent(store) == 1
-    code, out, _ = finish(cli(env, "--file", live, "ramp", "tick"))
-    assert code == 0 and "is applying step 2 (5 %)" in out  # its lease still runs
-    assert percent(store) == 1
-    ramp = ramp_of(store, moto_server)
-    _, state = ramp.read()
-    assert state is not None and state.pending is not None
-    after_lease = state.pending.at + datetime.timedelta(seconds=LEASE_SECONDS + 1)
-    ramp.clock = lambda: after_lease
-    outcome = ramp.tick()
-    assert outcome.action.kind == "advance" and percent(store) == 5
-    assert [r["ramp"]["action"] for r in records(store) if "ramp" in r] == ["start", "advance"]
+    assert then in out
+    assert ramp_actions(store) == ["start", "advance"]
+    assert percent(store) == 5
 
 
 @pytest.mark.parametrize(
@@ -216,14 +198,16 @@ def test_a_controller_killed_before_the_flag_write_is_forgotten_after_its_lease(
     [("pause", 5, "paused"), ("abort", 5, "aborted"), ("promote", 0, "done")],
 )
 def test_status_wait_exits_with_the_ramps_outcome(
-    env: dict[str, str], tmp_path: Path, moto_server: str, lever: str, code: int, says: str
+    env: dict[str, str], tmp_path: Path, lever: str, code: int, says: str
 ) -> None:
     live = tmp_path / "production.flagd.json"
     shutil.copyfile(FLAGS_DIR / "production.flagd.json", live)
-    start(env, str(live), bake="1h")
+    start(env, str(live))
     waiting = cli(env, "--file", str(live), "ramp", "status", "--wait", "--interval", "1s")
-    time.sleep(1.5)
-    assert waiting.poll() is None  # still running: it waits
+    assert waiting.stderr is not None
+    said = waiting.stderr.readline()  # it has looked once, and waits
+    assert said.startswith("ai-agent-rollout: waiting for the ramp to end: running, step 1/3")
+    assert waiting.poll() is None
     lever_code, _, err = finish(cli(env, "--file", str(live), "ramp", lever, "--reason", "CI"))
     assert lever_code == 0, err
     got, out, err = finish(waiting, timeout=30)
@@ -234,8 +218,8 @@ def test_status_wait_exits_with_the_ramps_outcome(
 def test_status_wait_gives_up_after_its_timeout(env: dict[str, str], tmp_path: Path) -> None:
     live = tmp_path / "production.flagd.json"
     shutil.copyfile(FLAGS_DIR / "production.flagd.json", live)
-    start(env, str(live), bake="1h")
-    got, out, _ = finish(
+    start(env, str(live))
+    got, out, err = finish(
         cli(
             env,
             "--file",
@@ -246,7 +230,8 @@ def test_status_wait_gives_up_after_its_timeout(env: dict[str, str], tmp_path: P
             "--interval",
             "1s",
             "--timeout",
-            "2s",
+            "1s",
         )
     )
     assert got == 6 and "running, step 1/3 (1 %)" in out
+    assert "timed out after 1s: the ramp is still running (exit 6)" in err

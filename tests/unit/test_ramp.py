@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -10,22 +12,22 @@ import pytest
 
 from ai_agent_handler.ops.cloudwatch import Window, period_for
 from ai_agent_handler.ops.ramp import (
-    LEASE_SECONDS,
     Evidence,
     FlagView,
-    Pending,
     Plan,
     RampError,
     RampState,
     Verdict,
+    content_digest,
     decide,
     format_duration,
     judge,
+    next_tick,
     parse_duration,
     parse_steps,
     realign,
-    resolve_pending,
 )
+from tests.support import FLAGS_DIR
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
 HOUR = datetime.timedelta(hours=1)
@@ -193,27 +195,32 @@ def test_min_decisions_zero_judges_without_traffic() -> None:
     assert verdict.health == "healthy"
 
 
+DIGEST = "d" * 16
+#: The file as the ramp wrote it at 5 %, the step written at T0.
+AT_5 = FlagView(DIGEST, 5, 7, T0)
+
+
 def state(**changes: Any) -> RampState:
     base = RampState(
         id="r1",
-        source="s3://b/production.flagd.json",
         plan=PLAN,
         status="running",
         step=1,
         start_percent=0,
-        step_started=T0,
-        flag_version=7,
+        expects=DIGEST,
         started=T0 - 2 * HOUR,
         started_by="alice",
-        updated=T0,
     )
     return replace(base, **changes)
+
+
+def at(percent: int | None, digest: str = DIGEST, modified: datetime.datetime = T0) -> FlagView:
+    return FlagView(digest, percent, 7, modified)
 
 
 OK = Verdict("healthy", ("fine",))
 HOLD = Verdict("hold", ("too little data",))
 BREACH = Verdict("breach", ("alarm receivers-5xx is in ALARM",))
-AT_5 = FlagView(7, 5)
 
 
 @pytest.mark.parametrize(
@@ -221,42 +228,22 @@ AT_5 = FlagView(7, 5)
     [
         (state(), AT_5, OK, T0 + HOUR, "advance", 2, 25, "bake done, guards healthy"),
         (state(), AT_5, OK, T0 + HOUR / 2, "none", 1, 5, "baking, 30m left"),
+        # The bake counts from the file's write on the store's clock, not from any state.
+        (state(), at(5, modified=T0 + HOUR / 2), OK, T0 + HOUR, "none", 1, 5, "baking, 30m"),
         (state(), AT_5, HOLD, T0 + HOUR, "none", 1, 5, "holding"),
         # An alarm rolls back mid-bake, one step.
         (state(), AT_5, BREACH, T0 + HOUR / 2, "rollback", 0, 1, "guard breach"),
         # From the first step back to where the ramp started.
-        (
-            state(step=0, start_percent=0),
-            FlagView(7, 1),
-            BREACH,
-            T0,
-            "rollback",
-            -1,
-            0,
-            "guard breach",
-        ),
-        (state(step=4), FlagView(7, 100), OK, T0 + HOUR, "done", 4, 100, "last step baked"),
-        (state(step=4), FlagView(7, 100), BREACH, T0 + HOUR, "rollback", 3, 50, "guard breach"),
-        (
-            state(),
-            FlagView(8, 5),
-            None,
-            T0 + HOUR,
-            "pause",
-            1,
-            5,
-            "flag file changed outside the ramp",
-        ),
-        (
-            state(),
-            FlagView(None, None),
-            None,
-            T0 + HOUR,
-            "pause",
-            1,
-            5,
-            "flag file changed outside the ramp",
-        ),
+        (state(step=0), at(1), BREACH, T0, "rollback", -1, 0, "guard breach"),
+        # Before the first step there is nothing to roll back to: pause, never step -2.
+        (state(step=-1), at(0), BREACH, T0, "pause", -1, 0, "guard breach"),
+        # Resumed at 0 %: after the bake, step 1 (the alarms were the guards).
+        (state(step=-1), at(0), OK, T0 + HOUR, "advance", 0, 1, "bake done"),
+        (state(step=4), at(100), OK, T0 + HOUR, "done", 4, 100, "last step baked"),
+        (state(step=4), at(100), BREACH, T0 + HOUR, "rollback", 3, 50, "guard breach"),
+        # Content the ramp did not write, whatever the version says.
+        (state(), at(5, "e" * 16), None, T0 + HOUR, "pause", 1, 5, "flag file changed outside"),
+        (state(), at(None, "e" * 16), None, T0 + HOUR, "pause", 1, 5, "flag file changed"),
         (
             state(status="paused", reason="guard breach"),
             AT_5,
@@ -291,33 +278,107 @@ def test_a_running_ramp_cannot_be_decided_without_the_guards() -> None:
         decide(state(), AT_5, None, T0 + HOUR)
 
 
-PENDING = Pending("advance", 2, 25, 7, T0, "bob@host:1")
+@pytest.mark.parametrize(
+    ("ramp", "flag", "now", "says"),
+    [
+        (state(), AT_5, T0 + HOUR / 2, "bake until 2026-11-01T13:00:00+00:00 (30m left), then"),
+        (state(), AT_5, T0 + HOUR, "bake done: step 3/5 (25 %) with the guards healthy"),
+        (state(step=4), at(100), T0 + HOUR, "bake done: the ramp is done"),
+        (state(step=-1), at(0), T0 + HOUR, "step 1/5 (1 %) with no alarm in ALARM"),
+        (state(), at(0, "e" * 16), T0, "pause the ramp: the flag file changed outside it (now 0"),
+        (state(status="paused"), AT_5, T0, "nothing while paused"),
+        (state(status="done"), AT_5, T0, "nothing: the ramp is done"),
+    ],
+)
+def test_status_says_what_the_next_tick_does(
+    ramp: RampState, flag: FlagView, now: datetime.datetime, says: str
+) -> None:
+    assert says in next_tick(ramp, flag, now)
+
+
+def test_at_0_percent_the_guards_are_the_alarms_and_the_evaluation_errors() -> None:
+    quiet = Evidence(WINDOW, {"receivers-5xx": "OK"}, counters())
+    assert judge(quiet, PLAN).health == "hold"  # too little data, at a real step
+    assert judge(quiet, PLAN, composite=False).health == "healthy"
+    fired = Evidence(WINDOW, {"receivers-5xx": "ALARM"}, counters())
+    assert judge(fired, PLAN, composite=False).health == "breach"
+    errors = Evidence(WINDOW, {}, counters(FlagEvaluationErrors=(0, 2)))
+    assert judge(errors, PLAN, composite=False).health == "breach"
 
 
 @pytest.mark.parametrize(
-    ("flag", "now", "verdict"),
+    ("composite_failures", "tolerance", "health"),
     [
-        (AT_5, T0 + datetime.timedelta(seconds=5), "wait"),
-        (AT_5, T0 + datetime.timedelta(seconds=LEASE_SECONDS + 1), "drop"),
-        (FlagView(8, 25), T0 + datetime.timedelta(seconds=5), "adopt"),
-        (FlagView(8, 30), T0 + datetime.timedelta(seconds=5), "moved"),
+        # Legacy fails 2 % (10 of 500); composite 500 decisions.
+        (12, 0.25, "healthy"),  # 2.4 %: 1.2x legacy
+        (12.5, 0.25, "healthy"),  # 2.5 %: exactly 1.25x legacy is not worse
+        (13, 0.25, "breach"),  # 2.6 %: 1.3x
+        (13, 0.5, "healthy"),  # the same with twice the tolerance
+        (15, 0.5, "healthy"),  # exactly 1.5x
+        (16, 0.5, "breach"),
+        (10.5, 0.0, "breach"),  # no slack: anything above legacy
+        (10, 0.0, "healthy"),
     ],
 )
-def test_what_became_of_an_announced_step(
-    flag: FlagView, now: datetime.datetime, verdict: str
-) -> None:
-    assert resolve_pending(state(pending=PENDING), flag, now)[0] == verdict
+def test_the_tolerance_boundary(composite_failures: float, tolerance: float, health: str) -> None:
+    sums = counters(KeyDecisions=(500, 500), LambdaInvokeErrors=(composite_failures, 10))
+    verdict = judge(Evidence(WINDOW, {}, sums), replace(PLAN, tolerance=tolerance))
+    assert verdict.health == health
 
 
-def test_the_state_survives_its_json() -> None:
-    original = state(pending=PENDING, reason="why")
-    assert RampState.from_json(original.to_json()) == original
+def test_the_state_survives_its_metadata_string() -> None:
+    original = state(reason="why", step=-1)
+    assert RampState.decode(original.encode()) == original
 
 
-@pytest.mark.parametrize("broken", [{}, {"ramp": "x"}, {**state().to_json(), "step": "two"}])
-def test_an_unreadable_state_is_a_ramp_error(broken: dict[str, Any]) -> None:
-    with pytest.raises(RampError, match="not readable"):
-        RampState.from_json(broken)
+def _damaged(**changes: Any) -> str:
+    data = json.loads(state().encode())
+    plan = changes.pop("plan", {})
+    data["plan"].update(plan)
+    data.update(changes)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[1, 2]", "not a JSON object"),
+        ("{", "not a JSON object"),
+        (42, "not a JSON object"),
+        ('"x"', "not a JSON object"),
+        (json.dumps({"id": "r1"}), "has no 'plan'"),
+        (_damaged(step=5), "step must be a whole number from -1 to 4"),
+        (_damaged(step=-2), "step must be"),
+        (_damaged(step="two"), "step must be"),
+        (_damaged(step=True), "step must be"),
+        (_damaged(plan={"steps": []}), "at least one step"),
+        (_damaged(plan={"steps": [5, 1]}), "must rise"),
+        (_damaged(plan={"steps": [0, 5]}), "plan.steps must be a whole number from 1 to 100"),
+        (_damaged(plan={"steps": "1,5"}), "not a list"),
+        (_damaged(plan={"bake": float("nan")}), "plan.bake must be from 0"),
+        (_damaged(plan={"bake": 1e300}), "plan.bake must be from 0"),
+        (_damaged(plan={"bake": -1}), "plan.bake must be from 0"),
+        (_damaged(plan={"bake": "2h"}), "plan.bake must be a number"),
+        (_damaged(plan={"tolerance": float("inf")}), "plan.tolerance"),
+        (_damaged(plan={"alarms": [1]}), "plan.alarms must be a string"),
+        (_damaged(status="running-ish"), "status must be one of"),
+        (_damaged(start_percent=1), "start_percent must be a whole number from 0 to 0"),
+        (_damaged(started="yesterday"), "started is not a time"),
+        (_damaged(expects=None), "expects must be a string"),
+    ],
+)
+def test_a_damaged_state_is_a_ramp_error_that_names_the_damage(text: object, says: str) -> None:
+    with pytest.raises(RampError, match=re.escape(says)):
+        RampState.decode(text)
+
+
+def test_the_content_digest_ignores_metadata_but_not_the_rule() -> None:
+    doc = json.loads((FLAGS_DIR / "production.flagd.json").read_text())
+    same = {**doc, "metadata": {**doc["metadata"], "version": 99, "ramp": "{}"}}
+    assert content_digest(same) == content_digest(doc)
+    edited = json.loads(json.dumps(doc))
+    edited["flags"]["composite-partition-key"]["targeting"]["if"][2]["fractional"][1][1] = 5
+    assert content_digest(edited) != content_digest(doc)
 
 
 @pytest.mark.parametrize(
