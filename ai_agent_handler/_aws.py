@@ -62,8 +62,9 @@ FLAG_READ_CONFIG = Config(
 )
 
 #: CloudWatch reads by operators' tools (a ramp tick, retire-check): a socket waits at most
-#: METRICS_READ_TIMEOUT seconds (connecting: 2), two attempts in all; the caller bounds the whole read
-#: (``ops.cloudwatch.counter_sums(deadline=...)``). A hanging CloudWatch is an unreadable one.
+#: METRICS_READ_TIMEOUT seconds (connecting: 2), two attempts in all; the caller bounds the
+#: whole read (``ops.cloudwatch.counter_sums(deadline=...)``). A hanging CloudWatch is an
+#: unreadable one.
 METRICS_READ_TIMEOUT = 5.0
 METRICS_READ_CONFIG = Config(
     connect_timeout=2,

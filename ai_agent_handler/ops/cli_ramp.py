@@ -191,7 +191,14 @@ def add_parser(
             help="give up after this long (exit 6); default: no limit",
         )
     add("pause", "stop stepping; the file stays as it is")
-    add("resume", "step again from where the file is; the bake starts over")
+    resume = add("resume", "step again from where the file is; the bake starts over")
+    resume.add_argument(
+        "--min-decisions",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="change the enough-data guard from now on (low traffic; 0: none)",
+    )
     add("abort", "stop the ramp and put the percentage back where it started")
     add("promote", "the last step now, without bake or guards; the ramp is done")
 
@@ -220,6 +227,8 @@ def run(args: argparse.Namespace, out: Out, store: FlagStore) -> int:
             )
         elif command == "tick":
             outcome = ramp.tick(dry_run=dry)
+        elif command == "resume":
+            outcome = ramp.resume(reason=args.reason, dry_run=dry, min_decisions=args.min_decisions)
         else:
             lever = getattr(ramp, command)
             outcome = lever(reason=args.reason, dry_run=dry)

@@ -348,9 +348,15 @@ class Ramp:
 
         return self._lever(lever)
 
-    def resume(self, *, reason: str | None = None, dry_run: bool = False) -> Outcome:
+    def resume(
+        self,
+        *,
+        reason: str | None = None,
+        dry_run: bool = False,
+        min_decisions: int | None = None,
+    ) -> Outcome:
         """Run again from the step the file is at; its bake starts over (at 0 %: the
-        alarms are the guards, then step 1)."""
+        alarms are the guards, then step 1). ``min_decisions`` changes that guard."""
 
         def lever(current: Current) -> Outcome:
             state, view = current.state, current.flag
@@ -358,6 +364,8 @@ class Ramp:
             if state.status == "running":
                 return _nothing(state, "already running")
             _refuse_finished(state, "resume")
+            if min_decisions is not None:
+                state = replace(state, plan=replace(state.plan, min_decisions=min_decisions))
             step, notes = state.step, []
             if view.percent != state.percent:
                 step = realign(state.plan.steps, view.percent)
@@ -392,6 +400,10 @@ class Ramp:
             _refuse_finished(state, "abort")
             action = Action("abort", -1, state.start_percent, "abort by operator", _given(reason))
             new = replace(state, status="aborted", step=-1, reason=_reason(action))
+            if current.flag.percent is None:  # custom targeting: stop, leave the file be
+                done = self._write(current, action, new, None, reason, dry_run, keep_flag=True)
+                note = "the file has custom targeting: left as it is (`rollback` for legacy)"
+                return replace(done, notes=(note,))
             return self._write(current, action, new, None, reason, dry_run=dry_run)
 
         return self._lever(lever, damaged_ok=True)
@@ -431,14 +443,14 @@ class Ramp:
         new: RampState | None,
         evidence: Evidence | None,
         reason: str | None,
-        *,
         dry_run: bool,
+        *,
+        keep_flag: bool = False,
     ) -> Outcome:
-        """The file with ``action``'s percentage and ``new`` as its ramp, written only if
-        it is still exactly ``current``; one audit record."""
-        moves = action.kind in ("start", "advance", "rollback", "abort", "promote")
-        if moves and new is None:
-            moves = False
+        """The file with ``action``'s percentage (unless ``keep_flag``) and ``new`` as its
+        ramp (None: none), written only if it is still exactly ``current``; one audit
+        record."""
+        moves = not keep_flag and new is not None and action.kind in _MOVES
         written: list[RampState] = []
 
         def edit(doc: dict[str, Any]) -> dict[str, Any]:
@@ -468,6 +480,10 @@ class Ramp:
         )
         state = written[-1] if written else None
         return Outcome(action, state, change.changed, evidence, version=change.version_after)
+
+
+#: The actions that set the flag's percentage; the others change only ``metadata.ramp``.
+_MOVES = frozenset({"start", "advance", "rollback", "abort", "promote"})
 
 
 def _percent(doc: Mapping[str, Any]) -> int | None:

@@ -21,9 +21,9 @@ import pytest
 from botocore.config import Config
 from openfeature.evaluation_context import EvaluationContext
 
+from ai_agent_handler.exceptions import FlagFileError, StoreError
 from ai_agent_handler.flag_file.provider import FlagFileProvider
 from ai_agent_handler.ops import edits
-from ai_agent_handler.exceptions import FlagFileError, StoreError
 from ai_agent_handler.ops.ramp import RampError
 from ai_agent_handler.ops.ramp_control import Ramp
 from ai_agent_handler.ops.store import FlagStore, LocalFileStore, commit, open_store
@@ -677,9 +677,9 @@ def test_decisions_reported_in_the_ticks_own_second_count(
 ) -> None:
     ramp = ramp_of(flag_store, cw, clock)
     ramp.start(steps=STEPS, bake=0.0, alarms=(ALARM,), min_decisions=2)
-    half = datetime.timedelta(milliseconds=500)
-    report(cw, clock.now + half, KeyDecisions=(2, 8))  # the runs of this very second
-    clock.advance(half + datetime.timedelta(milliseconds=400))
+    # Runs 5.3 s after the step, reported at once; the tick comes in the same second.
+    report(cw, clock.now + datetime.timedelta(seconds=5.3), KeyDecisions=(2, 8))
+    clock.advance(datetime.timedelta(seconds=5.8))
     outcome = ramp.tick()
     assert (outcome.action.kind, outcome.action.percent) == ("advance", 5), outcome.action.reasons
 
@@ -957,3 +957,38 @@ def test_ramp_run_shows_it_is_alive_while_a_step_bakes(
     assert (result.code, ticks["n"]) == (6, 3)
     assert result.out.count("nothing to do: baking") == lines, result.out
     assert "timed out after 1m: the ramp is still running (exit 6)" in result.err
+
+
+def test_resume_can_lower_the_enough_data_guard(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    report(cw, clock.now + datetime.timedelta(minutes=1), KeyDecisions=(7, 400))
+    clock.advance(HOUR)
+    held = started.tick()
+    assert held.action.reasons == ("too little data: 7 composite decision(s), 20 needed",)
+    started.pause(reason="low traffic")
+    resumed = started.resume(reason="judge on 5", min_decisions=5)
+    assert resumed.state is not None and resumed.state.plan.min_decisions == 5
+    assert ramp_meta(flag_store)["plan"]["min_decisions"] == 5
+    report(cw, clock.now + datetime.timedelta(minutes=1), KeyDecisions=(6, 400))
+    clock.advance(HOUR)
+    assert started.tick().action.kind == "advance"
+
+
+def test_abort_gets_through_when_the_file_has_custom_targeting(
+    started: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    def custom(doc: dict[str, Any]) -> dict[str, Any]:
+        doc = json.loads(json.dumps(doc))
+        doc["flags"]["composite-partition-key"]["targeting"] = {"if": [True, "legacy", "legacy"]}
+        return doc
+
+    commit(flag_store, custom, command="custom", actor="bob")
+    before = flag_doc(flag_store)["flags"]
+    aborted = started.abort(reason="INC-6")
+    assert aborted.written and aborted.action.kind == "abort"
+    assert aborted.notes == (
+        "the file has custom targeting: left as it is (`rollback` for legacy)",
+    )
+    assert flag_doc(flag_store)["flags"] == before
+    assert ramp_meta(flag_store)["status"] == "aborted"
