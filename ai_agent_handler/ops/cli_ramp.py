@@ -330,7 +330,7 @@ def status_lines(current: Current, source: str, now: datetime.datetime) -> list[
         f"alarms: {alarms}, min decisions {plan.min_decisions}, tolerance {plan.tolerance:g}"
     )
     lines.append(
-        f"  started {_iso(state.started)} by {state.started_by}; this step written "
+        f"  started {_iso(state.started)} by {state.started_by}; file last written "
         f"{_iso(flag.modified)}; flag version {flag.version}; metrics {plan.namespace} "
         f"phase={plan.phase}"
     )

@@ -240,12 +240,15 @@ class RampState:
         return state
 
     def to_json(self, flag: FlagView | None = None) -> dict[str, Any]:
-        """The state for ``--json`` output, with the step's times when ``flag`` is known."""
+        """The state for ``--json`` output; with ``flag``, when the file was last written
+        and, while the ramp runs on the file it wrote, when the step's bake ends."""
         out: dict[str, Any] = json.loads(self.encode())
         out.update(percent=self.percent, steps_total=len(self.plan.steps))
         if flag is not None:
-            ends = flag.modified + datetime.timedelta(seconds=self.plan.bake)
-            out.update(step_started=_iso(flag.modified), bake_ends=_iso(ends))
+            out["file_written"] = _iso(flag.modified)
+            if self.status == "running" and flag.digest == self.expects:
+                ends = flag.modified + datetime.timedelta(seconds=self.plan.bake)
+                out["bake_ends"] = _iso(ends)
         return out
 
 

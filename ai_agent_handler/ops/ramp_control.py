@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -131,7 +129,6 @@ class Ramp:
         self.store = store
         self.actor = actor
         self.clock = clock or _utcnow
-        self.controller = f"{actor}@{socket.gethostname()}:{os.getpid()}"
         self.max_clock_skew = max_clock_skew
         self.metrics_deadline = metrics_deadline
         self._cloudwatch = cloudwatch_client

@@ -482,10 +482,12 @@ def local_file(tmp_path: Path) -> Path:
 def test_ramp_command_line_errors(
     run: Runner, local_file: Path, argv: list[str], code: int, says: str
 ) -> None:
+    before = local_file.read_bytes()
     result = run(*[a.replace("{f}", str(local_file)) for a in argv])
     assert result.code == code, result.err
     assert says in result.err
-    assert not Path(f"{local_file}.ramp.json").exists()
+    assert local_file.read_bytes() == before
+    assert sorted(p.name for p in local_file.parent.iterdir()) == [local_file.name]
 
 
 def test_tick_without_a_ramp_is_nothing_to_do(run: Runner, local_file: Path) -> None:
