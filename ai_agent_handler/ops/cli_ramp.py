@@ -37,6 +37,7 @@ from .ramp import (
     next_tick,
     parse_duration,
     parse_steps,
+    shown_percent,
     step_label,
 )
 from .ramp_control import Current, Outcome, Ramp
@@ -317,7 +318,7 @@ def status_lines(current: Current, source: str, now: datetime.datetime) -> list[
     lines = [f"ramp {state.id} on {source}: {state.status}, {step_label(state)}"]
     if flag.digest != state.expects:
         lines.append(
-            f"  the file changed since the ramp's last write: now {_shown(flag.percent)} "
+            f"  the file changed since the ramp's last write: now {shown_percent(flag.percent)} "
             f"(version {flag.version})"
         )
     if state.reason:
@@ -335,10 +336,6 @@ def status_lines(current: Current, source: str, now: datetime.datetime) -> list[
         f"phase={plan.phase}"
     )
     return lines
-
-
-def _shown(percent: int | None) -> str:
-    return "custom targeting" if percent is None else f"{percent} %"
 
 
 def _iso(moment: datetime.datetime) -> str:
@@ -383,13 +380,16 @@ def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
         if deadline is not None and time.monotonic() >= deadline:
             if current is not None:
                 _show(current, ramp, args, out)
-            print(
-                f"{PROG}: timed out after {format_duration(args.timeout)}: the ramp is still "
-                "running (exit 6); nothing written",
-                file=sys.stderr,
-            )
-            return EXIT_TIMEOUT
+            return _timed_out(args.timeout)
         time.sleep(_nap(args.interval, deadline))
+
+
+def _timed_out(timeout: float) -> int:
+    print(
+        f"{PROG}: timed out after {format_duration(timeout)}: the ramp is still running (exit 6)",
+        file=sys.stderr,
+    )
+    return EXIT_TIMEOUT
 
 
 def _nap(interval: float, deadline: float | None) -> float:
@@ -446,12 +446,7 @@ def _run_loop(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
             if ended:
                 return _outcome_code(outcome.state)
         if deadline is not None and time.monotonic() >= deadline:
-            print(
-                f"{PROG}: timed out after {format_duration(args.timeout)}: the ramp is still "
-                "running (exit 6)",
-                file=sys.stderr,
-            )
-            return EXIT_TIMEOUT
+            return _timed_out(args.timeout)
         time.sleep(_nap(args.interval, deadline))
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "parse_duration",
     "parse_steps",
     "realign",
+    "shown_percent",
     "step_label",
 ]
 
@@ -468,7 +469,9 @@ def decide(
             here,
             kind="pause",
             trigger="flag file changed outside the ramp",
-            reasons=(f"the file is at {_shown(flag.percent)}, the ramp wrote {state.percent} %",),
+            reasons=(
+                f"the file is at {shown_percent(flag.percent)}, the ramp wrote {state.percent} %",
+            ),
         )
     if verdict is None:
         raise RampError("decide needs the guards' verdict for a running ramp")
@@ -503,7 +506,7 @@ def next_tick(state: RampState, flag: FlagView, now: datetime.datetime) -> str:
         return f"nothing: the ramp is {state.status} (`ramp start` begins a new one)"
     if flag.digest != state.expects:
         return (
-            f"pause the ramp: the flag file changed outside it (now {_shown(flag.percent)}, "
+            f"pause the ramp: the flag file changed outside it (now {shown_percent(flag.percent)}, "
             f"the ramp wrote {state.percent} %)"
         )
     if state.step >= state.last_step:
@@ -519,7 +522,8 @@ def next_tick(state: RampState, flag: FlagView, now: datetime.datetime) -> str:
     return f"bake done: {what}"
 
 
-def _shown(percent: int | None) -> str:
+def shown_percent(percent: int | None) -> str:
+    """``"5 %"``, or ``"custom targeting"`` for a file with no percentage."""
     return "custom targeting" if percent is None else f"{percent} %"
 
 

@@ -53,6 +53,7 @@ from .ramp import (
     decide,
     judge,
     realign,
+    shown_percent,
     step_label,
 )
 from .store import FlagStore, Snapshot, commit
@@ -195,9 +196,9 @@ class Ramp:
             problem = f"{abs(off):.0f} s {'ahead of' if off > 0 else 'behind'} the store's clock"
         if problem:
             raise StoreError(
-                f"this controller's clock ({_iso(now)}) is {problem} (more than "
-                f"{self.max_clock_skew:g} s); it decides nothing until its clock is right "
-                "(NTP); nothing written"
+                f"this controller's clock ({now.isoformat(timespec='seconds')}) is {problem} "
+                f"(more than {self.max_clock_skew:g} s); it decides nothing until its clock "
+                "is right (NTP); nothing written"
             )
 
     def evidence(self, state: RampState, flag: FlagView, now: datetime.datetime) -> Evidence:
@@ -368,8 +369,8 @@ class Ramp:
                 step = realign(state.plan.steps, view.percent)
                 if view.percent is None or state.percent_at(step) != view.percent:
                     raise RampError(
-                        f"the file is at {_shown(view.percent)}, which is no step of the ramp "
-                        f"({state.start_percent} or {', '.join(map(str, state.plan.steps))}): "
+                        f"the file is at {shown_percent(view.percent)}, which is no step of the "
+                        f"ramp ({state.start_percent} or {', '.join(map(str, state.plan.steps))}): "
                         "set it to one with `percent N`, or `ramp abort` and start a new ramp"
                     )
                 notes.append(f"the file was moved to {view.percent} %: resuming from there")
@@ -504,10 +505,6 @@ def _refuse_finished(state: RampState, what: str) -> None:
         )
 
 
-def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _given(reason: str | None) -> tuple[str, ...]:
     return (reason,) if reason else ()
 
@@ -515,10 +512,6 @@ def _given(reason: str | None) -> tuple[str, ...]:
 def _reason(action: Action) -> str:
     said = "; ".join(action.reasons)
     return f"{action.trigger}: {said}" if said else action.trigger
-
-
-def _shown(percent: int | None) -> str:
-    return "custom targeting" if percent is None else f"{percent} %"
 
 
 def _details(state: RampState | None, action: Action, evidence: Evidence | None) -> dict[str, Any]:

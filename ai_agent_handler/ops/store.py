@@ -1023,7 +1023,8 @@ def commit(
 
     ``details`` are more fields of the audit record (a ramp's evidence and trigger).
     ``expected`` makes the write conditional on the file being exactly what that snapshot
-    read (a decision taken on it): anything else raises :class:`ConflictError`.
+    read (a decision taken on it): anything else raises :class:`ConflictError` (on S3 the
+    put's ``IfMatch`` on its ETag is that condition; locally the bytes under the lock).
     """
     source = store.source
     store.check_place()
@@ -1034,11 +1035,14 @@ def commit(
         if not planned.changed:
             return planned.unchanged(source, command)
     with store.locked():
-        snapshot = store.read()
-        if expected is not None and not _same_file(snapshot, expected):
-            raise ConflictError(
-                f"{source} was changed by someone else since it was read; nothing written"
-            )
+        if expected is not None and expected.etag:
+            snapshot = expected  # the put's IfMatch refuses any change since it was read
+        else:
+            snapshot = store.read()
+            if expected is not None and snapshot.data != expected.data:
+                raise ConflictError(
+                    f"{source} was changed by someone else since it was read; nothing written"
+                )
         if planned is None or planned.snapshot != snapshot:
             planned = _plan(store, snapshot, edit, phase=phase, repair=repair, create=create)
         if not planned.changed:
@@ -1078,10 +1082,6 @@ def commit(
         restore=tuple(restore),
         notes=planned.notes,
     )
-
-
-def _same_file(now: Snapshot, then: Snapshot) -> bool:
-    return now.data == then.data and (not then.etag or now.etag == then.etag)
 
 
 def seed(
