@@ -27,13 +27,15 @@
         ├── MCPToolNotFound             no server offers the name: "Function <name> not
         │   (LookupError)               found in MCP tools"
         ├── MCPConfigError (ValueError) an ``mcp_servers`` entry or tool set that cannot
-        │                               work: bad setting, unknown llm_name, a name twice
+        │                               work: bad or unknown setting, unknown llm_name,
+        │                               a name twice, allow/block naming no tool
         ├── MCPTimeoutError             connecting, listing or a call took too long; a
         │   (TimeoutError)              timed-out call may still have run
         ├── MCPConnectionError          the server cannot be reached, or the connection
-        │   (ConnectionError)           dropped during a call
+        │   (ConnectionError)           or the answer's stream ended before the answer
         └── MCPProtocolError            the server answered outside the protocol (HTTP
-                                        error status, JSON-RPC error)
+                                        error status, not JSON-RPC, another request's
+                                        id, a JSON-RPC error)
 
 What a caller is expected to catch: :class:`PartitionKeyError` when assigning ids,
 :class:`MCPError` (or upstream's ``except Exception``) around a tool call,
@@ -245,11 +247,13 @@ class MCPTimeoutError(MCPError, TimeoutError):
 
 
 class MCPConnectionError(MCPError, ConnectionError):
-    """The server could not be reached, or the connection dropped while a call was running."""
+    """The server could not be reached, or the connection (or the answer's event stream)
+    ended before the answer came; such a call may have run and is never sent again."""
 
 
 class MCPProtocolError(MCPError):
-    """The server answered outside the protocol: an HTTP error status or a JSON-RPC error."""
+    """The server answered outside the protocol: an HTTP error status, a body that is not
+    JSON-RPC, an answer carrying another request's id, or a JSON-RPC error."""
 
 
 class RampError(AIAgentHandlerError, ValueError):

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from .common import ROOT, Section, machine, verdict
 
-SECTIONS = ("hot_path", "flag_change", "flag_faults", "throughput", "mcp_tools", "import_time")
+SECTIONS = (
+    "hot_path",
+    "flag_change",
+    "flag_faults",
+    "throughput",
+    "mcp_tools",
+    "mcp_bounds",
+    "import_time",
+)
 
 
 def _isolate_from_aws() -> None:
@@ -76,7 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _isolate_from_aws()
     logging.basicConfig(level=logging.CRITICAL)  # failures are counted in the report
-    from . import flag_change, flag_faults, hot_path, import_time, mcp_tools, throughput
+    from . import (
+        flag_change,
+        flag_faults,
+        hot_path,
+        import_time,
+        mcp_bounds,
+        mcp_tools,
+        throughput,
+    )
 
     runners: dict[str, Callable[[bool], Section]] = {
         "hot_path": hot_path.run,
@@ -84,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "flag_faults": flag_faults.run,
         "throughput": throughput.run,
         "mcp_tools": mcp_tools.run,
+        "mcp_bounds": mcp_bounds.run,
         "import_time": import_time.run,
     }
     start = time.perf_counter()

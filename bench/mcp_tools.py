@@ -32,12 +32,13 @@ TARGET_CONSTRUCT_MS = 1.0
 
 
 @contextmanager
-def server_process() -> Iterator[str]:
+def server_process(*, stateless: bool = False) -> Iterator[str]:
     from tests.support.mcp_server import free_port
 
     port = free_port()
+    extra = ["--stateless", "--json"] if stateless else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.mcp_server", "--port", str(port)],
+        [sys.executable, "-m", "tests.support.mcp_server", "--port", str(port), *extra],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import MCPConfigError
+from ..exceptions import MCPConfigError, MCPProtocolError
 from .formats import LLM_NAMES, export, native_entry
 from .servers import Route, ServerConfig, not_found, parse_servers, routes
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["ToolFunction", "Toolbox", "warm"]
 
 ToolFunction = Callable[..., "ToolResult"]
+LOGGER = logging.getLogger("ai_agent_handler.tools")
 
 
 def _listing(server: ServerConfig) -> _Listing:
@@ -34,17 +35,33 @@ def _listing(server: ServerConfig) -> _Listing:
 
 
 def _offered(server: ServerConfig, llm_name: str | None) -> tuple[str, list[tuple[str, str]]]:
-    """The server's tools as the model sees them: (exported JSON, [(name, server's name)])."""
+    """The server's tools as the model sees them: (exported JSON, [(name, server's name)]).
+
+    Raises :class:`MCPConfigError` when ``allow_tools`` / ``block_tools`` name a tool the
+    server does not list. A tool whose schema cannot be put in the model's format (a Gemini
+    schema past ``MAX_SCHEMA_NODES``) is left out with a warning.
+    """
     listing = _listing(server)
+    server.check_names(spec.name for spec in listing.tools)
     memo_key = (llm_name, server.allow_tools, server.block_tools, server.tool_prefix)
     found = listing.memo.get(memo_key)
     if found is None:
-        offered = server.offered(listing.tools)
-        exported = json.dumps(export(llm_name, [spec for spec, _ in offered])) if llm_name else ""
-        found = listing.memo[memo_key] = (
-            exported,
-            [(spec.name, remote) for spec, remote in offered],
-        )
+        entries: list[dict[str, Any]] = []
+        names: list[tuple[str, str]] = []
+        for spec, remote in server.offered(listing.tools):
+            if llm_name:
+                try:
+                    entries.extend(export(llm_name, [spec]))
+                except MCPProtocolError as exc:  # a schema past MAX_SCHEMA_NODES
+                    LOGGER.warning(
+                        "MCP server %r: tool %r is left out of the model's tools: %s",
+                        server.name,
+                        remote,
+                        exc,
+                    )
+                    continue
+            names.append((spec.name, remote))
+        found = listing.memo[memo_key] = (json.dumps(entries) if llm_name else "", names)
     return found
 
 
@@ -80,9 +97,20 @@ class Toolbox:
             llm_name = llm.get("llm_name") if isinstance(llm, Mapping) else None
             if llm_name not in LLM_NAMES:
                 raise MCPConfigError(f"Unsupported LLM name: {llm_name}")
+            proxy = configuration.get("mcp_proxy") if llm_name == "travrse" else None
+            if proxy is not None:
+                proxy = _proxy(proxy)
             offered = [(server, _offered(server, llm_name)) for server in self.servers]
             self._routes = self._table(offered)
             added = [tool for _, (exported, _) in offered for tool in json.loads(exported)]
+            if proxy is not None:
+                base_url, headers = proxy
+                for tool in added:  # as upstream's base class gives travrse its tools
+                    tool["config"] = {
+                        "url": f"{base_url}/{tool['name']}",
+                        "method": "POST",
+                        "headers": dict(headers),
+                    }
         configuration.pop("mcp_llm_native", None)
         if tools is None:
             configuration["tools"] = added
@@ -119,6 +147,25 @@ class Toolbox:
 
         call.__name__ = call.__qualname__ = name
         return call
+
+
+def _proxy(proxy: Any) -> tuple[str, Mapping[str, Any]]:
+    """A travrse agent's ``configuration["mcp_proxy"]``, checked: (base_url, headers).
+
+    Travrse calls each tool itself over HTTP: every tool gets ``config = {"url":
+    f"{base_url}/{name}", "method": "POST", "headers": headers}`` (the travrse handler
+    reads ``tool["config"]["url"]`` and formats ``{endpoint_id}`` into it).
+    """
+    where = "agent['configuration']['mcp_proxy']"
+    if not isinstance(proxy, Mapping):
+        raise MCPConfigError(f"{where} must be a dict with 'base_url' and 'headers'")
+    base_url = proxy.get("base_url")
+    headers = proxy.get("headers", {})
+    if not isinstance(base_url, str) or not base_url:
+        raise MCPConfigError(f"{where}['base_url'] must be a non-empty string")
+    if not isinstance(headers, Mapping):
+        raise MCPConfigError(f"{where}['headers'] must be a dict")
+    return base_url, headers
 
 
 def _given_headers(agent: Mapping[str, Any], index: int) -> dict[str, str]:

@@ -10,15 +10,21 @@ An entry is ``{"name": str, "setting": {...}}``. ``setting`` keys:
 ``list_timeout``    seconds for listing the tools (default 30)
 ``call_timeout``    seconds for one tool call (default 60)
 ``tools_ttl``       seconds a listed tool set is reused in this process (default 600)
+``tools_max_stale`` seconds past ``tools_ttl`` that the last good list is still served while
+                    the server cannot be listed (default 86400)
 ``allow_tools``     only these tool names are offered to the model; optional
 ``block_tools``     these tool names are never offered; optional
 ``tool_prefix``     prepended to each tool name the model sees (for two servers that offer
                     the same name); optional
 ==================  =======================================================================
+
+Any other key is refused (:class:`MCPConfigError` naming the nearest valid key), so a typo
+such as ``call_timout`` never passes for the default.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,9 +33,27 @@ from typing import Any, NamedTuple
 from ..exceptions import MCPConfigError, MCPToolNotFound
 from .formats import ToolSpec
 
-__all__ = ["Route", "ServerConfig", "ServerKey", "not_found", "parse_servers", "routes"]
+__all__ = [
+    "SETTING_KEYS",
+    "Route",
+    "ServerConfig",
+    "ServerKey",
+    "not_found",
+    "parse_servers",
+    "routes",
+]
 
-DEFAULTS = {"connect_timeout": 10.0, "list_timeout": 30.0, "call_timeout": 60.0, "tools_ttl": 600.0}
+DEFAULTS = {
+    "connect_timeout": 10.0,
+    "list_timeout": 30.0,
+    "call_timeout": 60.0,
+    "tools_ttl": 600.0,
+    "tools_max_stale": 86400.0,
+}
+#: Every key a ``setting`` may hold.
+SETTING_KEYS = frozenset(
+    {"base_url", "headers", "bearer_token", "allow_tools", "block_tools", "tool_prefix", *DEFAULTS}
+)
 
 
 class ServerKey(NamedTuple):
@@ -50,6 +74,7 @@ class ServerConfig:
     list_timeout: float = DEFAULTS["list_timeout"]
     call_timeout: float = DEFAULTS["call_timeout"]
     tools_ttl: float = DEFAULTS["tools_ttl"]
+    tools_max_stale: float = DEFAULTS["tools_max_stale"]
     allow_tools: frozenset[str] | None = None
     block_tools: frozenset[str] = frozenset()
     tool_prefix: str = ""
@@ -66,6 +91,19 @@ class ServerConfig:
             if (self.allow_tools is None or tool.name in self.allow_tools)
             and tool.name not in self.block_tools
         ]
+
+    def check_names(self, listed: Iterable[str]) -> None:
+        """Raise :class:`MCPConfigError` when ``allow_tools`` or ``block_tools`` names a tool
+        the server does not list (a typo would otherwise hide or expose tools silently)."""
+        names = set(listed)
+        for key, given in (("allow_tools", self.allow_tools), ("block_tools", self.block_tools)):
+            for name in sorted((given or frozenset()) - names):
+                raise MCPConfigError(
+                    f"MCP server {self.name!r}: '{key}' names {name!r}, which the server does "
+                    f"not offer{_nearest(name, names)}",
+                    server=self.name,
+                    tool=name,
+                )
 
 
 class Route(NamedTuple):
@@ -101,6 +139,11 @@ def not_found(name: str, detail: str = "") -> MCPToolNotFound:
     return MCPToolNotFound(f"Function {name} not found in MCP tools{detail}", tool=name)
 
 
+def _nearest(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def parse_servers(entries: Any) -> list[ServerConfig]:
     """``agent["mcp_servers"]`` checked; raises :class:`MCPConfigError` naming the entry."""
     if not isinstance(entries, Sequence) or isinstance(entries, (str, bytes)):
@@ -124,6 +167,14 @@ def _parse_entry(index: int, entry: Any) -> ServerConfig:
 
     def fail(problem: str) -> MCPConfigError:
         return MCPConfigError(f"{where}: {problem}", server=name)
+
+    for key in setting:
+        if key not in SETTING_KEYS:
+            hint = (
+                _nearest(str(key), SETTING_KEYS)
+                or f" (the keys: {', '.join(sorted(SETTING_KEYS))})"
+            )
+            raise fail(f"unknown setting {key!r}{hint}")
 
     base_url = setting.get("base_url")
     if not isinstance(base_url, str) or not base_url.lower().startswith(("http://", "https://")):

@@ -89,6 +89,7 @@ class McpServer:
         tools: Callable[[FastMCP], None] = build_tools,
         port: int | None = None,
         list_delay: float = 0.0,
+        on_receive: Callable[[str], None] | None = None,
     ) -> None:
         self.stateless = stateless
         self.list_delay = list_delay
@@ -96,6 +97,7 @@ class McpServer:
         self.tools = tools
         self.port = port or free_port()
         self.received: list[Received] = []
+        self.on_receive = on_receive  # called with each JSON-RPC method as it arrives
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -206,6 +208,8 @@ class _Recorder:
                     self.owner.received.append(
                         Received(item["method"], headers, item.get("params") or {})
                     )
+                if self.owner.on_receive is not None:
+                    self.owner.on_receive(item["method"])
         replayed = False
 
         async def replay() -> Message:
@@ -219,10 +223,12 @@ class _Recorder:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.support.mcp_server --port N [--stateless] [--json]``.
+    """``python -m tests.support.mcp_server --port N [--stateless] [--json] [--announce]``.
 
     Serves until its standard input closes (the benchmarks run it in its own process, so its
-    threads do not share the measured interpreter's GIL). Prints ``ready`` once listening.
+    threads do not share the measured interpreter's GIL). Prints ``ready`` once listening;
+    with ``--announce``, then each JSON-RPC method as it arrives (a test that kills the
+    server mid-call waits for ``tools/call``).
     """
     import argparse
     import logging
@@ -232,9 +238,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stateless", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--announce", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # the SDK's per-request lines are noise here
-    with McpServer(stateless=args.stateless, json_response=args.json, port=args.port):
+
+    def announce(method: str) -> None:
+        print(method, flush=True)
+
+    with McpServer(
+        stateless=args.stateless,
+        json_response=args.json,
+        port=args.port,
+        on_receive=announce if args.announce else None,
+    ):
         print("ready", flush=True)
         sys.stdin.read()
 

@@ -7,8 +7,14 @@ from typing import Any
 
 import pytest
 
-from ai_agent_handler.exceptions import MCPConfigError
-from ai_agent_handler.tools.formats import ToolSpec, export, gemini_schema, native_entry
+from ai_agent_handler.exceptions import MCPConfigError, MCPProtocolError
+from ai_agent_handler.tools.formats import (
+    MAX_SCHEMA_NODES,
+    ToolSpec,
+    export,
+    gemini_schema,
+    native_entry,
+)
 from ai_agent_handler.tools.servers import parse_servers, routes
 
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
@@ -117,6 +123,37 @@ def test_native_entries_copy_the_headers() -> None:
             {"type": "object", "properties": {"next": {"type": "object"}}},
         ),
         ({"items": {"$ref": "#/$defs/Missing"}}, {"items": {"type": "object"}}),
+        (  # tuple-form items: one schema for every position, refused keywords dropped inside
+            {
+                "type": "array",
+                "items": [
+                    {"type": "string", "$schema": "x", "additionalProperties": False},
+                    {"$ref": "#/$defs/N"},
+                ],
+                "$defs": {"N": {"type": "number", "title": "N"}},
+            },
+            {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "number"}]}},
+        ),
+        (
+            {"type": "array", "items": [{"type": "string"}, {"type": "string", "title": "t"}]},
+            {"type": "array", "items": {"type": "string"}},
+        ),
+        (  # a property whose schema is true takes anything; false is dropped with its name
+            {
+                "type": "object",
+                "properties": {"any": True, "never": False, "n": {"type": "integer"}},
+                "required": ["any", "never", "n"],
+            },
+            {
+                "type": "object",
+                "properties": {"any": {}, "n": {"type": "integer"}},
+                "required": ["any", "n"],
+            },
+        ),
+        (
+            {"type": "object", "properties": {"never": False}, "required": ["never"]},
+            {"type": "object", "properties": {}},
+        ),
     ],
 )
 def test_gemini_schema_keeps_meaning_and_drops_refused_keywords(
@@ -125,6 +162,30 @@ def test_gemini_schema_keeps_meaning_and_drops_refused_keywords(
     given = copy.deepcopy(schema)
     assert gemini_schema(schema) == expected
     assert schema == given
+
+
+def bomb(levels: int, refs: int = 4) -> dict[str, Any]:
+    """Each definition refers to the next ``refs`` times (no cycle): refs**levels objects."""
+    defs: dict[str, Any] = {
+        f"D{i}": {"properties": {f"p{j}": {"$ref": f"#/$defs/D{i + 1}"} for j in range(refs)}}
+        for i in range(levels)
+    }
+    defs[f"D{levels}"] = {"type": "string"}
+    return {"$defs": defs, "$ref": "#/$defs/D0"}
+
+
+@pytest.mark.parametrize("levels", [10, 30, 200])
+def test_a_schema_that_grows_past_the_node_budget_is_refused(levels: int) -> None:
+    with pytest.raises(MCPProtocolError, match=f"past {MAX_SCHEMA_NODES} objects"):
+        gemini_schema(bomb(levels))
+
+
+def test_a_schema_within_the_node_budget_is_inlined_whole() -> None:
+    converted = gemini_schema(bomb(5, refs=4))  # 4**5 = 1024 strings, 1365 objects in all
+    leaf: Any = converted
+    for _ in range(5):
+        leaf = leaf["properties"]["p3"]
+    assert leaf == {"type": "string"}
 
 
 def entry(**setting: Any) -> dict[str, Any]:
@@ -150,6 +211,8 @@ def entry(**setting: Any) -> dict[str, Any]:
         ([entry(allow_tools="add")], "'allow_tools' must be a list of tool names"),
         ([entry(block_tools=[1])], "'block_tools' must be a list of tool names"),
         ([entry(tool_prefix=3)], "'tool_prefix' must be a string"),
+        ([entry(tools_max_stale=-1)], "'tools_max_stale' must be a positive"),
+        ([entry(call_timout=5)], r"unknown setting 'call_timout' \(did you mean 'call_timeout'"),
     ],
 )
 def test_bad_server_entries_are_refused_by_name(entries: Any, message: str) -> None:
