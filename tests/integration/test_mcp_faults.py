@@ -9,6 +9,7 @@ Every timeout here is long (20 s): an error that came from a timeout has the wro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -323,18 +324,33 @@ def test_distinct_tokens_keep_sessions_and_lists_bounded(monkeypatch: pytest.Mon
         assert server.count("DELETE") == 30
 
 
+def gated_tools(gate: threading.Event) -> Any:
+    def tools(mcp: FastMCP) -> None:
+        build_tools(mcp)
+
+        @mcp.tool()
+        async def wait_for_gate() -> str:
+            """Answers once the test opens the gate."""
+            await asyncio.to_thread(gate.wait, PATIENT)
+            return "done"
+
+    return tools
+
+
 def test_the_idle_sweep_never_closes_a_session_with_a_call_in_flight(clock: Clock) -> None:
-    with McpServer() as server:
+    gate = threading.Event()
+    with McpServer(tools=gated_tools(gate)) as server:
         first = agent_for(server.url, bearer_token="a")
-        slow = handler(first).get_function("slow")
+        waiting = handler(first).get_function("wait_for_gate")
         outcome: list[Any] = []
-        caller = threading.Thread(target=lambda: outcome.append(slow(seconds=0.5)))
+        caller = threading.Thread(target=lambda: outcome.append(waiting()))
         caller.start()
         deadline = time.monotonic() + PATIENT
         while server.count("tools/call") < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
         clock.advance(session.IDLE_SECONDS + 1)  # the in-flight session looks idle
         handler(agent_for(server.url, bearer_token="b")).get_function("add")(a=1, b=1)
+        gate.set()
         caller.join(PATIENT)
         assert outcome == [[{"type": "text", "text": "done"}]]
         assert server.count("DELETE") == 0
