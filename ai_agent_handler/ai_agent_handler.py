@@ -10,10 +10,11 @@ endpoint, ``endpoint_id`` otherwise. The flag is evaluated once per run.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _aws, settings
@@ -63,7 +64,19 @@ class AIAgentEventHandler:
     creating a handler makes no AWS call. An agent with ``mcp_servers`` gets its tools in
     ``agent["configuration"]["tools"]`` here (:mod:`ai_agent_handler.tools`): one listing per
     server and process while the cached list is fresh, none with ``mcp_llm_native``.
+
+    A subclass's ``ask_model`` sets the ``stream_event`` it is given, and returns, only once
+    every chunk the handler sent was delivered (:func:`_delivering`), so the engine, which
+    goes on at that point, leaves nothing queued in a Lambda environment about to freeze.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A provider's ask_model is where a run's work ends as this class can see it: its
+        # stream_event is set, and it returns, only once every chunk it sent was delivered.
+        super().__init_subclass__(**kwargs)
+        ask_model = cls.__dict__.get("ask_model")
+        if callable(ask_model) and not hasattr(ask_model, "__delivers_chunks__"):
+            cls.ask_model = _delivering(ask_model)  # type: ignore[attr-defined]
 
     def __init__(
         self,
@@ -90,7 +103,9 @@ class AIAgentEventHandler:
         self.connection_id: str | None = None
         #: The SQS FIFO queue (a boto3 ``Queue`` resource) calls go through; None: Lambda.
         self.task_queue: Queue | None = None
-        self.short_term_memory: list[Any] = []
+        #: What a run without a ``run`` (local use) remembers; upstream's handlers append to
+        #: ``self._short_term_memory`` directly.
+        self._short_term_memory: list[Any] = []
         self.accumulated_text = ""
         self.final_output: dict[str, Any] = {}
         self.uploaded_files: list[Any] = []
@@ -158,6 +173,14 @@ class AIAgentEventHandler:
     def flag_config(self) -> settings.FlagConfig:
         """The flag settings read when the handler was created (see :mod:`.settings`)."""
         return self._flag_config
+
+    @property
+    def short_term_memory(self) -> list[Any]:
+        return self._short_term_memory
+
+    @short_term_memory.setter
+    def short_term_memory(self, value: list[Any]) -> None:
+        self._short_term_memory = value
 
     @property
     def run(self) -> dict[str, Any] | None:
@@ -433,6 +456,17 @@ class AIAgentEventHandler:
             self._report_stream(report, reason)
         self._stream.forget_broken_groups()
 
+    def _deliver_run(self, reason: str) -> StreamReport:
+        """Wait (up to ``stream_flush_timeout``) until this handler's chunks are delivered;
+        failures are logged and counted, and returned in the report."""
+        channel = self._stream
+        if channel is None:
+            return StreamReport()
+        report = channel.wait(self._stream_timeout())
+        if not report.ok:
+            self._report_stream(report, reason)
+        return report
+
     def _report_stream(self, report: StreamReport, reason: str) -> str:
         from .metrics import record_stream_chunks_failed
 
@@ -509,3 +543,87 @@ class AIAgentEventHandler:
 
 def _run_uuid(run: Mapping[str, Any] | None) -> object:
     return None if run is None else run.get("run_uuid")
+
+
+# -- a run's end, as the engine drives a provider --------------------------------------------
+def _delivering(ask_model: Callable[..., Any]) -> Callable[..., Any]:
+    """``ask_model`` that delivers the run's chunks before the engine can go on.
+
+    The engine runs ``ask_model(input_messages, queue, stream_event, ...)`` in a thread and
+    returns once ``stream_event`` is set (or, without a queue, once ``ask_model`` returns);
+    a Lambda environment then freezes, and chunks still queued wait for its next
+    invocation or are lost with it. So the ``stream_event`` the provider sees is set only
+    after its chunks are delivered, and the outermost ``ask_model`` returns only after
+    them: when some failed, it raises :class:`~ai_agent_handler.StreamDeliveryError`
+    (unless it is raising already). Nested calls (a provider that calls ``ask_model``
+    again after a tool call) wait for nothing.
+    """
+    try:
+        signature: inspect.Signature | None = inspect.signature(ask_model)
+    except (TypeError, ValueError):  # pragma: no cover - a callable without a signature
+        signature = None
+
+    @functools.wraps(ask_model)
+    def delivering(self: AIAgentEventHandler, *args: Any, **kwargs: Any) -> Any:
+        event: _DeliveredEvent | None = None
+        if signature is not None:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                bound = None  # the call itself raises the TypeError below
+            given = bound.arguments.get("stream_event") if bound is not None else None
+            if bound is not None and isinstance(given, threading.Event):
+                if not isinstance(given, _DeliveredEvent):
+                    bound.arguments["stream_event"] = event = _DeliveredEvent(given, self)
+                args, kwargs = bound.args[1:], bound.kwargs
+        depth = self.__dict__.get("_asking", 0)
+        self.__dict__["_asking"] = depth + 1
+        try:
+            result = ask_model(self, *args, **kwargs)
+        except BaseException:
+            if depth == 0:
+                self._deliver_run("the end of ask_model")
+            raise
+        finally:
+            self.__dict__["_asking"] = depth
+        if depth == 0:
+            report = self._deliver_run("the end of ask_model")
+            failed = event.report if event is not None and not event.report.ok else report
+            if not failed.ok:
+                raise StreamDeliveryError(
+                    f"stream of run {_run_uuid(self._run)}: {failed.failed + failed.pending} "
+                    f"chunks not delivered ({failed})",
+                    failed,
+                )
+        return result
+
+    delivering.__delivers_chunks__ = True  # type: ignore[attr-defined]
+    return delivering
+
+
+class _DeliveredEvent(threading.Event):
+    """The engine's ``stream_event`` as the provider sees it: ``set()`` first waits until the
+    handler's chunks are delivered (failures logged and kept in ``report``)."""
+
+    def __init__(self, event: threading.Event, handler: AIAgentEventHandler) -> None:
+        # threading.Event's own state is not used: every method goes to the engine's event.
+        self._event = event
+        self._handler = handler
+        self.report = StreamReport()
+
+    def set(self) -> None:
+        report = self._handler._deliver_run("stream_event.set()")
+        if not report.ok:
+            self.report = report
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    isSet = is_set  # threading.Event's old name
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
