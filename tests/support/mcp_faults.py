@@ -78,6 +78,7 @@ class FaultyMcp:
 def _handler(owner: FaultyMcp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes
 
         def log_message(self, *args: Any) -> None:
             pass
