@@ -35,10 +35,12 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
 import secrets
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -430,6 +432,13 @@ def _plain(headers: httpx.Headers) -> list[tuple[str, str]]:
     return [(k, v) for k, v in headers.items() if k.lower() not in dropped]
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every session: loading the CA bundle costs about 30 ms, as much
+    as the rest of opening a session (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` are honoured)."""
+    return httpx.create_ssl_context(trust_env=True)
+
+
 class _Answers(httpx.AsyncBaseTransport):
     """HTTP for one session: each POST carrying a request ends with that request's answer.
 
@@ -445,7 +454,7 @@ class _Answers(httpx.AsyncBaseTransport):
 
     def __init__(self, live: _Live) -> None:
         self.live = live
-        self.inner = httpx.AsyncHTTPTransport(trust_env=True)
+        self.inner = httpx.AsyncHTTPTransport(verify=_tls())
 
     async def aclose(self) -> None:
         await self.inner.aclose()
