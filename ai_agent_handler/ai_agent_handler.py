@@ -392,13 +392,7 @@ class AIAgentEventHandler:
         Call it before a Lambda entry point returns when the last chunk was not a message
         end: a frozen execution environment delivers nothing.
         """
-        channel = self._stream
-        if channel is None:
-            return StreamReport()
-        report = channel.wait(timeout)
-        if not report.ok:
-            self._report_stream(report, "flush")
-        return report
+        return self._wait_stream(timeout, "flush")
 
     @property
     def stream_dispatcher(self) -> StreamDispatcher:
@@ -451,18 +445,16 @@ class AIAgentEventHandler:
         # A new run (or dispatcher) starts clean: the previous one's chunks are waited for and
         # their failures logged -- not raised, they belong to a run that is already over.
         assert self._stream is not None
-        report = self._stream.wait(self._stream_timeout())
-        if not report.ok:
-            self._report_stream(report, reason)
+        self._wait_stream(self._stream_timeout(), reason)
         self._stream.forget_broken_groups()
 
-    def _deliver_run(self, reason: str) -> StreamReport:
-        """Wait (up to ``stream_flush_timeout``) until this handler's chunks are delivered;
-        failures are logged and counted, and returned in the report."""
+    def _wait_stream(self, timeout: float | None, reason: str) -> StreamReport:
+        """Wait up to ``timeout`` seconds (None: for all) until this handler's chunks are
+        delivered; failures are logged and counted, and returned in the report."""
         channel = self._stream
         if channel is None:
             return StreamReport()
-        report = channel.wait(self._stream_timeout())
+        report = channel.wait(timeout)
         if not report.ok:
             self._report_stream(report, reason)
         return report
@@ -582,12 +574,12 @@ def _delivering(ask_model: Callable[..., Any]) -> Callable[..., Any]:
             result = ask_model(self, *args, **kwargs)
         except BaseException:
             if depth == 0:
-                self._deliver_run("the end of ask_model")
+                self._wait_stream(self._stream_timeout(), "the end of ask_model")
             raise
         finally:
             self.__dict__["_asking"] = depth
         if depth == 0:
-            report = self._deliver_run("the end of ask_model")
+            report = self._wait_stream(self._stream_timeout(), "the end of ask_model")
             failed = event.report if event is not None and not event.report.ok else report
             if not failed.ok:
                 raise StreamDeliveryError(
@@ -612,7 +604,8 @@ class _DeliveredEvent(threading.Event):
         self.report = StreamReport()
 
     def set(self) -> None:
-        report = self._handler._deliver_run("stream_event.set()")
+        handler = self._handler
+        report = handler._wait_stream(handler._stream_timeout(), "stream_event.set()")
         if not report.ok:
             self.report = report
         self._event.set()

@@ -115,8 +115,9 @@ class _Listing:
         self.relist_at = 0.0  # no listing before this (set after a listing failed)
         self.memo: dict[Any, Any] = {}  # derived forms (exported JSON), per format and filter
 
-    def fresh(self, now: float) -> bool:
-        return self.expires > now
+    def usable(self, now: float) -> bool:
+        """Served without a listing: fresh, or stale while a failed listing backs off."""
+        return self.expires > now or self.relist_at > now
 
     def expire(self) -> None:
         """List again on the next use; until that succeeds, this one stays servable."""
@@ -167,12 +168,6 @@ class _Lists:
 _lists = _Lists()
 
 
-def cached(key: ServerKey) -> _Listing | None:
-    """The fresh listing of ``key``, or None when absent or expired (no request)."""
-    listing = _lists.get(key)
-    return listing if listing is not None and listing.fresh(_clock()) else None
-
-
 # -- synchronous entry points --------------------------------------------------------------
 def list_tools(server: ServerConfig) -> _Listing:
     """The server's tools: from the cache while fresh, else listed (one request per process).
@@ -181,10 +176,8 @@ def list_tools(server: ServerConfig) -> _Listing:
     ``tools_max_stale``, that list is returned (and a warning logged) instead of the error.
     """
     listing = _lists.get(server.key)
-    if listing is not None:
-        now = _clock()
-        if listing.fresh(now) or listing.relist_at > now:
-            return listing
+    if listing is not None and listing.usable(_clock()):
+        return listing
     return _submit(server, None, _list_tools, server)
 
 
@@ -218,13 +211,17 @@ def _submit(
                 tool=tool,
             ) from None
         except concurrent.futures.CancelledError:
-            raise MCPConnectionError(
-                f"MCP server {server.name!r}: {what} was cut off by close()"
-                + ("; the call may have run and is not sent again" if tool else ""),
-                server=server.name,
-                tool=tool,
-            ) from None
+            raise _closed(server, what, tool) from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _closed(server: ServerConfig, what: str, tool: str | None) -> MCPConnectionError:
+    return MCPConnectionError(
+        f"MCP server {server.name!r}: {what} was cut off by close()"
+        + ("; the call may have run and is not sent again" if tool else ""),
+        server=server.name,
+        tool=tool,
+    )
 
 
 def close(timeout: float = 5.0) -> None:
@@ -380,11 +377,14 @@ def _request_id(request: httpx.Request) -> types.RequestId | None:
     """The JSON-RPC id of a POST that carries a request (not a notification), else None."""
     if request.method != "POST":
         return None
-    try:
-        message = types.JSONRPCMessage.model_validate_json(request.content)
+    try:  # the SDK's own serialization: a plain parse is enough (and cheaper on every call)
+        message = json.loads(request.content)
     except ValueError:
         return None
-    return message.root.id if isinstance(message.root, types.JSONRPCRequest) else None
+    if not isinstance(message, dict) or "method" not in message:
+        return None
+    rid = message.get("id")
+    return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
 
 
 def _problem(data: str | bytes, rid: types.RequestId, *, in_stream: bool) -> tuple[str, bool]:
@@ -764,12 +764,7 @@ class _Connection:
             with anyio.move_on_after(1):
                 await live.done.wait()
             if self.runner.closed:
-                raise MCPConnectionError(
-                    f"MCP server {server.name!r}: {what} was cut off by close()"
-                    + ("; the call may have run and is not sent again" if tool else ""),
-                    server=server.name,
-                    tool=tool,
-                )
+                raise _closed(server, what, tool)
             failure = live.failure or MCPConnectionError("connection closed")
             if attempt == 1 and (idempotent or _never_sent(failure)):
                 continue
@@ -779,8 +774,7 @@ class _Connection:
     async def list_tools(self, server: ServerConfig) -> _Listing:
         async with self.list_lock:  # one listing at a time: the others use its result
             listing = _lists.get(self.key)
-            now = _clock()
-            if listing is not None and (listing.fresh(now) or listing.relist_at > now):
+            if listing is not None and listing.usable(_clock()):
                 return listing
 
             async def send(session: ClientSession) -> list[types.Tool]:
