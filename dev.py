@@ -2,6 +2,7 @@
 """Developer entry point; needs nothing but python3.
 
     python3 dev.py demo     the rollout demo (local AWS in process, no credentials needed)
+    python3 dev.py demo mcp a provider handler calling a tool on an MCP server it starts
     python3 dev.py test     the whole test suite
     python3 dev.py lint     ruff (lint + format check) and mypy
     python3 dev.py bench    the benchmarks, writing bench/RESULTS.md (--smoke: tiny sizes)
@@ -9,8 +10,8 @@
 
 Each command creates ./.venv on first use and installs the package with its dev extras
 into it; it reinstalls only when pyproject.toml changes. The first install fetches about 100
-packages and takes about a minute: pip's lines are shown as they come, and a line every
-few seconds while pip is quiet.
+packages: about 40 s on a 2-core machine with a quick package index, two minutes on a slow
+one. pip's lines are shown as they come, and a line every few seconds while pip is quiet.
 
 lowest proves the declared floors: it creates ./.venv-lowest and installs the package with
 its test, flagd and otel extras under a constraints file that pins every runtime dependency
@@ -47,7 +48,17 @@ LOWEST_EXTRA_CONSTRAINTS = ("urllib3<2",)
 LOWEST_EXTRAS = ("test", "flagd", "otel")
 #: Seconds pip may stay quiet before a line says the install is still going.
 HEARTBEAT = 5.0
-PIP_INSTALL = ("-m", "pip", "--disable-pip-version-check", "install", "--progress-bar", "off")
+#: ``--no-compile``: pip does not byte-compile all ~100 packages up front (a third of a
+#: first install on 2 cores); Python compiles what a command imports, once, on first use.
+PIP_INSTALL = (
+    "-m",
+    "pip",
+    "--disable-pip-version-check",
+    "install",
+    "--progress-bar",
+    "off",
+    "--no-compile",
+)
 #: pip lines not worth a line each: one per package already in place on a reinstall.
 _HIDDEN = ("Requirement already satisfied: ",)
 
@@ -300,6 +311,17 @@ def run(*cmd: str) -> int:
     return subprocess.run([str(PY), *cmd], cwd=ROOT).returncode
 
 
+#: ``python3 dev.py demo [NAME]``: the examples, by name (the first is the default).
+EXAMPLES = {"rollout": "rollout_demo.py", "mcp": "mcp_tools.py"}
+
+
+def demo_command(rest: list[str]) -> list[str]:
+    """The example ``demo`` runs, and its arguments: ``demo mcp`` -> mcp_tools.py."""
+    name = rest[0] if rest and rest[0] in EXAMPLES else "rollout"
+    args = rest[1:] if rest and rest[0] in EXAMPLES else rest
+    return [str(ROOT / "examples" / EXAMPLES[name]), *args]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
@@ -309,7 +331,7 @@ def main(argv: list[str]) -> int:
         return lowest(rest)
     ensure_venv()
     if command == "demo":
-        return run(str(ROOT / "examples" / "rollout_demo.py"), *rest)
+        return run(*demo_command(rest))
     if command == "test":
         return run("-m", "pytest", *rest)
     if command == "bench":

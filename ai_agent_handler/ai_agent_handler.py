@@ -122,8 +122,18 @@ class AIAgentEventHandler:
     # -- AWS clients (lazy, injectable) --------------------------------------------------
     @functools.cached_property
     def aws_lambda(self) -> LambdaClient:
-        """The boto3 Lambda client: the injected (or assigned) one, else built on first use."""
+        """The boto3 Lambda client: the injected (or assigned) one, else built on first use.
+
+        The handler's own calls never build it: they pass the injected (or assigned, or
+        already built) client, else None, and :class:`Utility` uses a client shared by the
+        process only when a call really goes to Lambda. A test that patches
+        ``Utility.invoke_funct_on_aws_lambda`` needs no region and no credentials.
+        """
         return _aws.lambda_client(self.setting)
+
+    def _lambda_client(self) -> LambdaClient | None:
+        client: LambdaClient | None = self.__dict__.get("aws_lambda")
+        return client
 
     @functools.cached_property
     def aws_s3(self) -> S3Client:
@@ -280,7 +290,7 @@ class AIAgentEventHandler:
             params=params,
             setting=self.setting,
             test_mode=self.setting.get("test_mode"),
-            aws_lambda=self.aws_lambda,
+            aws_lambda=self._lambda_client(),
             invocation_type="Event",
             message_group_id=run["run_uuid"],
             task_queue=self.task_queue,
@@ -345,7 +355,7 @@ class AIAgentEventHandler:
                 params=params,
                 setting=setting,
                 test_mode=setting.get("test_mode"),
-                aws_lambda=self.aws_lambda,
+                aws_lambda=self._lambda_client(),
                 invocation_type="Event",
                 message_group_id=message_group_id,
                 task_queue=self.task_queue,
@@ -360,7 +370,7 @@ class AIAgentEventHandler:
                 params,
                 message_group_id,
                 queue,
-                self.aws_lambda if queue is None else None,
+                self._lambda_client() if queue is None else None,
                 setting,
                 index,
             )

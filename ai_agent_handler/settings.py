@@ -9,7 +9,8 @@ setting                environment            meaning
 ``rollout_phase``      ``ROLLOUT_PHASE``      ``dev``, ``staging`` or ``production``
 ``flag_source``        ``FLAG_SOURCE``        path or ``s3://bucket/key`` of the live file
 ``flag_min_interval``  ``FLAG_MIN_INTERVAL``  seconds between two freshness checks
-``flag_refresh_wait``  ``FLAG_REFRESH_WAIT``  seconds a run waits for a due check (0.005)
+``flag_refresh_wait``  ``FLAG_REFRESH_WAIT``  seconds a run waits for a due check (file 0.005,
+                                             S3 0.25)
 ``flag_bucket_owner``  ``FLAG_BUCKET_OWNER``  account id sent as ``ExpectedBucketOwner``
 ``partition_key_mode`` ``PARTITION_KEY_MODE`` ``flag`` (the flag decides) or ``composite``
 =====================  =====================  ==============================================

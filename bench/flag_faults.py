@@ -22,7 +22,7 @@ from openfeature.contrib.tools.flagd.core import FlagdCore
 
 from ai_agent_handler import FLAG_DOMAIN, FLAG_KEY, FlagFileProvider
 from ai_agent_handler.flag_file.document import parse
-from ai_agent_handler.flag_file.sources import S3Source
+from ai_agent_handler.flag_file.sources import S3_REFRESH_WAIT, S3Source
 
 from .common import (
     Row,
@@ -61,15 +61,21 @@ def _latency(times: list[float]) -> str:
     )
 
 
-def _hanging_row(name: str, healthy: list[float], hanging: list[float], fault: str) -> Row:
+def _hanging_row(
+    name: str,
+    healthy: list[float],
+    hanging: list[float],
+    fault: str,
+    max_ms: float = TARGET_MAX_MS,
+) -> Row:
     p99, top = percentile(hanging, 99) * 1e3, max(hanging) * 1e3
     return Row(
         name,
         "hanging: " + _latency(hanging),
         "healthy: " + _latency(healthy),
         f"p99 {percentile(hanging, 99) / percentile(healthy, 99):.2f}x",
-        f"p99 < {TARGET_P99_MS:g} ms, max < {TARGET_MAX_MS:g} ms",
-        p99 < TARGET_P99_MS and top < TARGET_MAX_MS and bool(fault),
+        f"p99 < {TARGET_P99_MS:g} ms, max < {max_ms:g} ms",
+        p99 < TARGET_P99_MS and top < max_ms and bool(fault),
         fault,
     )
 
@@ -95,9 +101,17 @@ def _s3_rows(window: float, notes: list[str]) -> Row:
         notes.append(
             f"S3 drip: {server.requests} GetObject requests during the runs, {server.cut_off}"
             f" bodies cut off by the 1 s fetch deadline; the provider's fault: `{fault}`; the"
-            f" runs kept the last good flags ({', '.join(sorted(keys))} key)."
+            f" runs kept the last good flags ({', '.join(sorted(keys))} key). A run that starts"
+            f" a check waits for it up to {S3_REFRESH_WAIT * 1e3:.0f} ms (the S3"
+            " `flag_refresh_wait`, sized to a real GET), then goes on; runs meanwhile do not"
+            " wait."
         )
-    return _hanging_row("S3 body dripping at 1 byte/s (loopback)", healthy, hanging, fault)
+    # The run that starts a check waits for it up to the S3 refresh wait (sized to a real
+    # GET); every other run goes on at once.
+    limit = S3_REFRESH_WAIT * 1e3 + TARGET_MAX_MS
+    return _hanging_row(
+        "S3 body dripping at 1 byte/s (loopback)", healthy, hanging, fault, max_ms=limit
+    )
 
 
 def _fifo_row(window: float) -> Row:

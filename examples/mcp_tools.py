@@ -1,7 +1,8 @@
 """A provider handler in upstream's style whose model calls a tool over MCP.
 
-``python examples/mcp_tools.py [MCP_URL]``. Without a URL it starts a small calculator
-server (FastMCP, the official SDK's 1.x line) on 127.0.0.1 and stops it at the end.
+``python3 dev.py demo mcp [MCP_URL]`` (or ``.venv/bin/python examples/mcp_tools.py
+[MCP_URL]``). Without a URL it starts a small calculator server (FastMCP, the official
+SDK's 1.x line) on 127.0.0.1 and stops it at the end.
 
 The handler does what upstream's OpenAI / Anthropic handlers do with the base class: the
 constructor has put the servers' tools into ``agent["configuration"]["tools"]`` (here in the

@@ -1,4 +1,4 @@
-"""The rollout demo: ``python3 dev.py demo`` (or ``python examples/rollout_demo.py``).
+"""The rollout demo: ``python3 dev.py demo`` (or ``.venv/bin/python examples/rollout_demo.py``).
 
 Everything runs in this process on embedded defaults: moto stands in for AWS, the shipped
 phase files are copied to a scratch folder, and a synthetic agent run is streamed through a
@@ -156,6 +156,11 @@ def _use_flag_file(path: Path) -> None:
     api.set_provider_and_wait(FlagFileProvider(path, refresh_wait=1), domain=FLAG_DOMAIN)
 
 
+def _count(number: int, noun: str) -> str:
+    """``"1 call"``, ``"8 calls"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _scheme_cell(calls: list[tuple[str, str, str, str]]) -> str:
     schemes = {call[2] for call in calls}
     return schemes.pop() if len(schemes) == 1 else "SPLIT!"
@@ -286,8 +291,9 @@ def _demo(scratch: Path, started: float, decisions: DecisionLog) -> int:
         row = "".join(f"{schemes[endpoint]:<16}" for _, schemes in columns)
         print(f"   {endpoint:<24} {row}".rstrip())
     print(
-        f"   a run in flight on {CANARY} during the rollback: {sent_before} calls before, "
-        f"{len(flight) - sent_before} after, all {_scheme_cell(flight)} (decided once per run)"
+        f"   a run in flight on {CANARY} during the rollback: {_count(sent_before, 'call')}"
+        f" before, {len(flight) - sent_before} after, all {_scheme_cell(flight)} (decided once"
+        " per run)"
     )
     print(
         f"   decision log, last run: key_scheme={last.get('key_scheme')} "

@@ -36,7 +36,7 @@ from openfeature.provider import FeatureProvider
 from .. import _aws, settings
 from ..decision import FLAG_DOMAIN
 from ..settings import FlagConfig
-from .provider import DEFAULT_REFRESH_WAIT, FlagFileProvider
+from .provider import FlagFileProvider
 
 __all__ = ["ensure_provider", "flag_domain", "reset", "shipped_flag_file"]
 
@@ -113,7 +113,7 @@ def _configure(config: FlagConfig, setting: Mapping[str, Any], logger: logging.L
         if s3_live and _aws.credentials(setting)
         else None,
         min_interval=config.min_interval,
-        refresh_wait=_or_default(config.refresh_wait, DEFAULT_REFRESH_WAIT),
+        refresh_wait=config.refresh_wait,
         fallback_path=shipped if live else None,
         expected_bucket_owner=config.bucket_owner,
         source_role="live" if live else "shipped",
@@ -146,10 +146,6 @@ def _configure(config: FlagConfig, setting: Mapping[str, Any], logger: logging.L
         for other in [key for key, value in _domains.items() if value == FLAG_DOMAIN]:
             del _domains[other]
     return domain
-
-
-def _or_default(value: float | None, default: float) -> float:
-    return default if value is None else value
 
 
 def shipped_flag_file(phase: str) -> Path:

@@ -44,6 +44,7 @@ __all__ = [
     "flagd_problems",
     "parse",
     "serialize",
+    "too_deep",
     "validate",
 ]
 
@@ -426,7 +427,7 @@ class _ChainTooLong(Exception):
 
 def _bounds_problems(doc: object) -> list[str]:
     """The first bound ``doc`` breaks, checked without recursion; empty when within them."""
-    where = _too_deep(doc)
+    where = too_deep(doc)
     if where is not None:
         return [f"nested deeper than {MAX_DEPTH} levels (at {where})"]
     if not isinstance(doc, dict) or not isinstance(doc.get("flags"), dict):
@@ -453,12 +454,13 @@ def _bounds_problems(doc: object) -> list[str]:
     return []
 
 
-def _too_deep(doc: object) -> str | None:
-    """Where the nesting passes :data:`MAX_DEPTH` (a JSON path), or None."""
+def too_deep(doc: object, *, limit: int = MAX_DEPTH) -> str | None:
+    """Where the nesting of objects and arrays passes ``limit`` levels (a JSON path, clipped),
+    or None; checked without recursion, so any document Python holds can be asked."""
     stack: list[tuple[object, int, str]] = [(doc, 1, "")]
     while stack:
         value, depth, path = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > limit:
             return _clip(path, 80) or "the top level"
         if isinstance(value, dict):
             stack.extend(

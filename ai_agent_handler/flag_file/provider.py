@@ -8,8 +8,10 @@ Freshness is checked when a flag is evaluated, at most once per ``min_interval``
 file: every evaluation, one ``stat``; S3: 5 s by default), so it works in a Lambda whose
 background threads are frozen between invocations. A check that may find something new
 (a changed ``stat`` signature, an S3 interval) reads, parses and validates on its own
-thread; the evaluation waits for it at most ``refresh_wait`` (5 ms) and otherwise goes on
-with the flags it has (stale while revalidate). One check runs at a time, bounded by the
+thread; the evaluation that started it waits for it at most ``refresh_wait`` (sized to the
+source: 5 ms for a file, 250 ms for S3, so the first run after a change uses it) and
+otherwise goes on with the flags it has (stale while revalidate); other evaluations meanwhile
+do not wait. One check runs at a time, bounded by the
 source's ``timeout``. A check that finds a new valid version swaps it in and emits
 ``PROVIDER_CONFIGURATION_CHANGED`` with the changed flag keys.
 
@@ -61,7 +63,8 @@ __all__ = ["FlagFileProvider"]
 _Event = tuple[ProviderEvent, ProviderEventDetails]
 
 
-#: Seconds a run waits for a due freshness check before deciding on the flags it has.
+#: Seconds a run waits for a due freshness check before deciding on the flags it has, for a
+#: source that names no ``refresh_wait`` of its own (the library's sources do).
 DEFAULT_REFRESH_WAIT = 0.005
 
 #: ``flag_source`` values: the flags came from the live source ...
@@ -78,11 +81,11 @@ class FlagFileProvider(AbstractProvider):
     ``source``: a filesystem path, an ``s3://`` URI or a :class:`~.sources.FlagSource`.
     ``s3_client``: boto3 S3 client for an ``s3://`` source (built lazily when omitted).
     ``min_interval``: seconds between freshness checks (default per source kind).
-    ``refresh_wait``: seconds an evaluation waits for a check it started (default 5 ms);
-    a check that takes longer goes on in the background and the evaluation uses the
-    flags it has. ``timeout``: seconds one check may take before it counts as a fault
-    (default per source kind: local 2 s, S3 5 s); also how long :meth:`initialize` waits
-    for the live source before serving ``fallback_path``.
+    ``refresh_wait``: seconds an evaluation waits for a check it started (default: the
+    source's, 5 ms for a file and 250 ms for S3); a check that takes longer goes on in the
+    background and the evaluation uses the flags it has. ``timeout``: seconds one check may
+    take before it counts as a fault (default per source kind: local 2 s, S3 5 s); also how
+    long :meth:`initialize` waits for the live source before serving ``fallback_path``.
     ``fallback_path``: file loaded when the source cannot be read at start.
     ``strict``: check files with this library's phase-file rules
     (:func:`~.document.validate`); ``False`` accepts any file flagd accepts.
@@ -96,7 +99,7 @@ class FlagFileProvider(AbstractProvider):
         *,
         s3_client: S3Client | None = None,
         min_interval: float | None = None,
-        refresh_wait: float = DEFAULT_REFRESH_WAIT,
+        refresh_wait: float | None = None,
         timeout: float | None = None,
         fallback_path: str | os.PathLike[str] | None = None,
         expected_bucket_owner: str | None = None,
@@ -113,7 +116,11 @@ class FlagFileProvider(AbstractProvider):
         )
         # A cheap "may it have changed?" the evaluation may ask itself (a local stat).
         self._changed: Callable[[], bool] | None = getattr(self._source, "changed", None)
-        self._refresh_wait = refresh_wait
+        self._refresh_wait: float = (
+            refresh_wait
+            if refresh_wait is not None
+            else getattr(self._source, "refresh_wait", DEFAULT_REFRESH_WAIT)
+        )
         self._timeout = timeout if timeout is not None else getattr(self._source, "timeout", 5.0)
         self._fallback = Path(fallback_path) if fallback_path is not None else None
         self._strict = strict
@@ -142,6 +149,11 @@ class FlagFileProvider(AbstractProvider):
     def source(self) -> FlagSource:
         """Where the live flag file is read from."""
         return self._source
+
+    @property
+    def refresh_wait(self) -> float:
+        """Seconds the run that starts a freshness check waits for its answer."""
+        return self._refresh_wait
 
     @property
     def loaded_from(self) -> str | None:

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCAL_MIN_INTERVAL",
+    "LOCAL_REFRESH_WAIT",
     "LOCAL_TIMEOUT",
     "S3_MIN_INTERVAL",
+    "S3_REFRESH_WAIT",
     "S3_TIMEOUT",
     "FlagSource",
     "LocalFileSource",
@@ -56,6 +58,14 @@ S3_MIN_INTERVAL = 5.0
 #: Default seconds one fetch may take before it counts as a fault.
 LOCAL_TIMEOUT = 2.0
 S3_TIMEOUT = 5.0
+#: Default seconds the run that starts a check waits for its answer before deciding on the
+#: flags it has. A local read and parse takes well under a millisecond. An S3 GET of a
+#: small object takes tens of milliseconds in-region at the median (AWS, "Optimizing
+#: Amazon S3 performance", timeouts and retries for latency-sensitive applications), more
+#: on a connection reopened after the environment was frozen: 250 ms covers that, so the
+#: first run after a change uses it, and bounds what a slow GET adds to one run.
+LOCAL_REFRESH_WAIT = 0.005
+S3_REFRESH_WAIT = 0.25
 _READ_SIZE = 1 << 16
 
 
@@ -67,6 +77,8 @@ class FlagSource(Protocol):
     #: Seconds between two freshness checks the provider should respect.
     min_interval: float
     #: Seconds one fetch may take; a fetch still running after that is a fault.
+    #: (A source may also name ``refresh_wait``: the seconds the run that starts a check
+    #: waits for it; without one the provider waits 5 ms.)
     timeout: float
 
     def fetch(self) -> bytes | None:
@@ -92,6 +104,7 @@ class LocalFileSource:
         self.path = os.fspath(path)
         self.name = self.path
         self.min_interval = min_interval
+        self.refresh_wait = LOCAL_REFRESH_WAIT
         self.rehash_interval = rehash_interval
         self.timeout = timeout
         self._signature: tuple[int, int, int, int] | None = None
@@ -220,6 +233,7 @@ class S3Source:
         self.bucket, self.key = _aws.parse_s3_uri(uri)
         self.name = f"s3://{self.bucket}/{self.key}"
         self.min_interval = min_interval
+        self.refresh_wait = S3_REFRESH_WAIT
         self.timeout = timeout
         self.expected_bucket_owner = expected_bucket_owner
         self._client = client

@@ -20,8 +20,9 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -312,6 +313,45 @@ def _check_id(field: str, value: str) -> None:
         )
 
 
+#: Set to ``1`` (``true``, ``yes``, ``on``), every change must say why (``--reason``).
+REQUIRE_REASON_ENV = "ROLLOUT_REQUIRE_REASON"
+_CHANGES = frozenset({"allow", "disallow", "percent", "set", "rollback", "seed"})
+_RAMP_CHANGES = frozenset({"start", "pause", "resume", "abort", "promote"})
+
+
+def reason_required(environ: Mapping[str, str] = os.environ) -> bool:
+    """``$ROLLOUT_REQUIRE_REASON`` as a yes or no; exit 2 when it is neither."""
+    raw = environ.get(REQUIRE_REASON_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise CliError(
+        f"{REQUIRE_REASON_ENV}={environ[REQUIRE_REASON_ENV]!r}: expected 1 or 0 (true/false, "
+        "yes/no, on/off)",
+        EXIT_USAGE,
+    )
+
+
+def _check_reason(args: argparse.Namespace) -> None:
+    """A change without ``--reason`` while the team requires one: exit 2, nothing read."""
+    command = args.command
+    changes = command in _CHANGES or (
+        command == "ramp"
+        and args.ramp_command in _RAMP_CHANGES
+        and not getattr(args, "dry_run", False)
+    )
+    if not changes or not reason_required():
+        return
+    if args.reason is None or not args.reason.strip():
+        what = f"ramp {args.ramp_command}" if command == "ramp" else command
+        raise CliError(
+            f"{what} needs --reason TEXT: this team requires a reason on every change "
+            f"({REQUIRE_REASON_ENV} is set)",
+            EXIT_USAGE,
+        )
+
+
 def _check_command_line(args: argparse.Namespace) -> None:
     """Every value of the command line, before any file is read or lock taken (exit 2)."""
     _not_empty("--file", args.file)
@@ -332,6 +372,7 @@ def _check_command_line(args: argparse.Namespace) -> None:
             _check_id("part_id", args.part_id)
     if command == "ramp":
         cli_ramp.check_usage(args)
+    _check_reason(args)
     if command == "seed":
         if args.file is None:
             raise CliError(
@@ -506,6 +547,11 @@ def _file_row(args: argparse.Namespace, target: _Target) -> tuple[dict[str, Any]
     try:
         snapshot = _store(args, source).read()
         if snapshot.data is None:
+            if args.file is not None:  # a live file not created yet: seed makes it
+                phase = target.phase or edits.phase_of(None, source)
+                row["hint"] = shlex.join(
+                    [PROG, "--file", source, "seed", "--from", phase or "PHASE"]
+                )
             raise CliError(f"{source}: no such file", EXIT_ERROR)
         doc = parse(snapshot.data, source=source)
     except FlagFileError as err:
@@ -537,7 +583,8 @@ def _file_rows(
         row["fallback"] = None if usable else _fallback(row["phase"], target.source)
         rows.append(row)
         code = max(code, row_code)
-    _summary_on_stderr([row["error"] for row in rows if row["error"]], len(rows))
+    errors = [row["error"] for row in rows if row["error"]]
+    _summary_on_stderr(errors, len(rows), shown=not args.json)
     return rows, code
 
 
@@ -555,6 +602,8 @@ def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
             out(f"{' ' * width}  version {row['version']}, {row['source']}{target.note()}")
             continue
         out(f"{label}  UNREADABLE OR INVALID: {row['error']}")
+        if row.get("hint"):
+            out(f"{' ' * width}  to create it from the shipped file: {row['hint']}")
         fallback = row.get("fallback")
         if fallback is not None:
             out(
@@ -586,17 +635,19 @@ def _fallback(phase: str | None, source: str) -> dict[str, Any] | None:
     }
 
 
-def _summary_on_stderr(errors: list[str], total: int) -> None:
-    # The per-file lines go to stdout; the one-line reason for the exit code to stderr.
-    if errors:
+def _summary_on_stderr(errors: list[str], total: int, *, shown: bool) -> None:
+    # The per-file lines go to stdout; the one-line reason for the exit code to stderr. When
+    # the lines on stdout already say why (not --json), it is not said twice.
+    if not errors:
+        return
+    summary = f"{PROG}: error: {len(errors)} of {total} flag file(s) unusable"
+    if shown:
+        summary += " (above)"
+    else:
         first = " ".join(errors[0].split())
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        print(
-            f"{PROG}: error: {len(errors)} of {total} flag file(s) unusable: "
-            f"{printable(first)}{more}",
-            file=sys.stderr,
-            flush=True,
-        )
+        summary += f": {printable(first)}{more}"
+    print(summary, file=sys.stderr, flush=True)
 
 
 def _validate(args: argparse.Namespace, out: Callable[[str], None]) -> int:
@@ -692,9 +743,10 @@ def _look_alikes(args: argparse.Namespace, change: Change) -> list[str]:
     for endpoint in args.endpoints:
         like = edits.spelled_like(endpoint, listed) if endpoint not in listed else []
         if like:
+            undo = shlex.join(["disallow", endpoint])
             warnings.append(
                 f"{endpoint} differs from the listed {', '.join(like)} only in case or "
-                f"separators: check it is not a typo (`disallow {endpoint}` takes it off again)"
+                f"separators: check it is not a typo (`{undo}` takes it off again)"
             )
     return warnings
 
@@ -731,8 +783,8 @@ def _report(
     warnings: list[str],
     seeded_from: str | None = None,
 ) -> int:
-    where = f"--file {target.source}" if args.file is not None else f"--phase {change.phase}"
-    restore_lines = [f"{PROG} {where} {command}" for command in change.restore]
+    where = ["--file", target.source] if args.file is not None else ["--phase", change.phase]
+    restore_lines = [shlex.join([PROG, *where, *command]) for command in change.restore]
     for warning in warnings:
         print(f"{PROG}: note: {printable(warning)}", file=sys.stderr, flush=True)
     if args.json:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -208,11 +210,26 @@ def _shipped_or_store_error(shipped: Callable[[str], str]) -> Callable[[str], st
 
 
 def _print(report: Report, out: Out) -> None:
+    """The checks, their details wrapped to the terminal's width (``$COLUMNS``, else 120
+    when not a terminal; a path longer than a line stays whole); a code reference longer
+    than a line is shortened after its ``path:line:``."""
+    columns = max(60, shutil.get_terminal_size((120, 24)).columns)
     width = max(len(check.name) for check in report.checks)
+    hanging = " " * (8 + width + 2)
     for check in report.checks:
-        out(f"{check.result.upper():<8}{check.name:<{width}}  {check.detail}")
+        head = f"{check.result.upper():<8}{check.name:<{width}}  "
+        wrapped = textwrap.wrap(
+            check.detail,
+            columns,
+            initial_indent=head,
+            subsequent_indent=hanging,
+            break_long_words=False,  # a path stays whole, to be copied
+            break_on_hyphens=False,
+        )
+        for line in wrapped or [head.rstrip()]:
+            out(line)
         if check.name == "code":
-            _print_references(check.evidence, out)
+            _print_references(check.evidence, out, columns)
     blocking, errors = len(report.blocking), len(report.errors)
     if report.ready:
         out("the flag can be removed: follow rollout.md section 7")
@@ -223,11 +240,14 @@ def _print(report: Report, out: Out) -> None:
     out("not yet: " + ", ".join(parts))
 
 
-def _print_references(evidence: Any, out: Out) -> None:
+def _print_references(evidence: Any, out: Out, columns: int) -> None:
     references: Sequence[str] = evidence.get("references", [])
     indent = " " * 10
     for reference in references[:REFERENCES_PRINTED]:
-        out(indent + reference)
+        line = indent + reference
+        if len(line) > columns:  # the path and line number stay whole: they locate it
+            line = line[: max(columns - 3, len(indent) + reference.find(": ") + 2)] + "..."
+        out(line)
     more = int(evidence.get("count", 0)) - min(len(references), REFERENCES_PRINTED)
     if more > 0:
         kept = min(int(evidence["count"]), REFERENCES_KEPT)

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeGuard
 
 from ..decision import COMPOSITE, FLAG_KEY, LEGACY, VARIANTS
 from ..exceptions import FlagEditError, PartitionKeyError
-from ..flag_file.document import SCHEMA, validate
+from ..flag_file.document import MAX_DEPTH, SCHEMA, too_deep, validate
 from ..partition_key import validate_id
 from ..settings import PHASES
 
@@ -531,18 +531,48 @@ def phase_of(doc: Mapping[str, Any] | None, source: str | None = None) -> str | 
     return stem if stem in PHASES else None
 
 
-def rebuild_legacy(raw: Mapping[str, Any] | None, *, phase: str | None = None) -> dict[str, Any]:
+def rebuild_legacy(
+    raw: Mapping[str, Any] | None, *, phase: str | None = None, dropped: list[str] | None = None
+) -> dict[str, Any]:
     """A valid legacy-everywhere document for a missing (``None``) or invalid file.
 
-    ``raw`` is what :func:`loose_document` could still read of the file. Keeps what can be
-    kept (other flags, metadata) when that gives a valid file, else starts afresh,
-    continuing the old version sequence when it can still be read.
+    ``raw`` is what :func:`loose_document` could still read of the file, however deeply
+    nested. Keeps what can be kept (other flags, metadata) when that gives a valid file,
+    else starts afresh, continuing the old version sequence when it can still be read.
+    What is nested too deep to keep is left out first, and named in ``dropped`` (the flag
+    ``name``, the metadata key ``name``, the top-level key ``name``).
     """
     if raw is not None:
-        repaired = rollback(raw, phase=phase)
+        kept = _within_depth(raw, dropped if dropped is not None else [])
+        repaired = rollback(kept, phase=phase)
         if not validate(bump_version(repaired)):
             return repaired
     return fresh_document(phase or "unknown", version=(version_of(raw) or 0) if raw else 0)
+
+
+def _within_depth(raw: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    """``raw`` without the flags, metadata entries and top-level keys nested past
+    :data:`MAX_DEPTH` (checked without recursion), so copying it cannot recurse too deep."""
+
+    def fits(value: object, depth: int) -> bool:
+        return too_deep(value, limit=MAX_DEPTH - depth) is None
+
+    kept: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("flags", "metadata") and isinstance(value, Mapping):
+            inner = {}
+            for name, item in value.items():
+                if fits(item, 2):
+                    inner[name] = item
+                elif not (key == "flags" and name == FLAG_KEY):  # ours is written afresh
+                    what = "the flag" if key == "flags" else "the metadata key"
+                    dropped.append(f"{what} {name}")
+            kept[key] = inner
+        elif fits(value, 1):
+            kept[key] = value
+        else:
+            dropped.append(f"the top-level key {key}")
+    return kept
 
 
 def loose_document(data: bytes | None) -> dict[str, Any] | None:
@@ -572,15 +602,16 @@ def fresh_document(phase: str, *, version: int = 0) -> dict[str, Any]:
     }
 
 
-def restore_commands(before: RolloutState) -> list[str]:
-    """The subcommands that bring a rolled-back flag back to ``before`` (empty when unknown)."""
+def restore_commands(before: RolloutState) -> list[tuple[str, ...]]:
+    """The subcommands, as argument lists, that bring a rolled-back flag back to ``before``
+    (empty when unknown). Printed for a shell, each is quoted (``shlex.join``)."""
     if before.kind == "composite-everywhere":
-        return ["set composite"]
+        return [("set", "composite")]
     if not before.canonical:
         return []
-    commands: list[str] = []
+    commands: list[tuple[str, ...]] = []
     if before.allowed:
-        commands.append("allow " + " ".join(before.allowed))
+        commands.append(("allow", *before.allowed))
     if before.percent:
-        commands.append(f"percent {before.percent}")
+        commands.append(("percent", str(before.percent)))
     return commands

@@ -528,10 +528,11 @@ def shown_percent(percent: int | None) -> str:
 
 
 def step_label(state: RampState, step: int | None = None) -> str:
-    """``"step 2/5 (5 %)"``, or ``"before the first step (0 %)"``."""
+    """``"step 2/5 (5 %)"``, or ``"the start (0 %, before step 1/5)"``: it reads after
+    "at", "to" and "resumed at" alike."""
     index = state.step if step is None else step
     if index < 0:
-        return f"before the first step ({state.start_percent} %)"
+        return f"the start ({state.start_percent} %, before step 1/{len(state.plan.steps)})"
     return f"step {index + 1}/{len(state.plan.steps)} ({state.plan.steps[index]} %)"
 
 

@@ -40,6 +40,8 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +115,26 @@ CODE_PATTERNS = (
     "partition_key_mode",
     "flag_source",
 )
-#: Folders the code scan never enters (version control, environments, caches).
+#: Folders the code scan never enters outside a git work tree (version control,
+#: environments, caches, build metadata); in a work tree it reads what git lists instead.
 SKIPPED_FOLDERS = frozenset(
-    {".git", ".hg", ".svn", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".tox"}
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        ".venv",
+        "venv",
+        "node_modules",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".tox",
+        ".nox",
+        ".eggs",
+    }
 )
+_SKIPPED_SUFFIXES = (".egg-info", ".dist-info")
 #: References kept in the evidence; the count says how many there are.
 REFERENCES_KEPT = 200
 _TEXT_SHOWN = 160  # characters of a referencing line
@@ -722,24 +740,33 @@ class CodeScan:
     missing: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()
     skipped: int = 0
+    #: How folders were listed: ``"git"`` (``git ls-files``: tracked files and untracked
+    #: ones ``.gitignore`` does not exclude) for every folder in a git work tree, else
+    #: ``"walk"`` (every file, minus :data:`SKIPPED_FOLDERS`), or ``"git, walk"``.
+    listing: str = ""
 
 
 def scan_code(paths: Sequence[str], patterns: Sequence[str] = CODE_PATTERNS) -> CodeScan:
     """Every line of the text files under ``paths`` (files or folders, recursively) that
     names one of ``patterns``.
 
-    Folders in :data:`SKIPPED_FOLDERS` are not entered, nor symlinked folders; binary files
-    (a NUL byte near the start) and files over 5 MiB are skipped.
+    A folder in a git work tree is read as git lists it (``git ls-files``: tracked files
+    and untracked ones that ``.gitignore`` does not exclude); elsewhere every file under it
+    except in :data:`SKIPPED_FOLDERS` and ``*.egg-info`` folders, not following symlinked
+    folders. Binary files (a NUL byte near the start) and files over 5 MiB are skipped.
     """
     references: list[str] = []
     missing: list[str] = []
     unreadable: list[str] = []
+    listings: set[str] = set()
     files = scanned = skipped = 0
     for given in paths:
         if not os.path.lexists(given):
             missing.append(given)
             continue
-        for path in _files_under(given):
+        listing, under = _files_under(given)
+        listings.add(listing)
+        for path in under:
             try:
                 found = _references(path, patterns)
             except OSError:
@@ -760,21 +787,53 @@ def scan_code(paths: Sequence[str], patterns: Sequence[str] = CODE_PATTERNS) -> 
         tuple(missing),
         tuple(unreadable),
         skipped,
+        ", ".join(sorted(listings - {"file"})),
     )
 
 
-def _files_under(given: str) -> list[str]:
-    """The files to read under ``given``, in path order."""
+def _files_under(given: str) -> tuple[str, list[str]]:
+    """How the files under ``given`` were listed, and the files to read, in path order."""
     if not os.path.isdir(given):
-        return [os.path.normpath(given)]
+        return "file", [os.path.normpath(given)]
+    listed = _git_files(given)
+    if listed:
+        return "git", listed
     found = []
     for folder, folders, names in os.walk(given):
-        folders[:] = [name for name in folders if name not in SKIPPED_FOLDERS]
+        folders[:] = [
+            name
+            for name in folders
+            if name not in SKIPPED_FOLDERS and not name.endswith(_SKIPPED_SUFFIXES)
+        ]
         for name in names:
             path = os.path.join(folder, name)
             if os.path.isfile(path):  # no sockets, pipes or dangling links
                 found.append(os.path.normpath(path))
-    return sorted(found)
+    return "walk", sorted(found)
+
+
+def _git_files(folder: str) -> list[str] | None:
+    """The files git lists under ``folder`` (tracked, and untracked but not ignored); None
+    when ``folder`` is in no git work tree, git is not installed, or it lists nothing."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        listed = subprocess.run(
+            [git, "-C", folder, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if listed.returncode != 0:
+        return None
+    names = {os.fsdecode(name) for name in listed.stdout.split(b"\0") if name}
+    paths = [os.path.normpath(os.path.join(folder, name)) for name in names]
+    # Deleted but not yet committed, a submodule's folder, a link to a folder: not files.
+    found = sorted(path for path in paths if os.path.isfile(path) and not os.path.islink(path))
+    return found or None
 
 
 def _references(path: str, patterns: Sequence[str]) -> list[str] | None:
@@ -806,6 +865,7 @@ def judge_code(scan: CodeScan | None) -> Check:
         "files": scan.files,
         "scanned": scan.scanned,
         "skipped": scan.skipped,
+        "listing": scan.listing,
         "references": list(scan.references[:REFERENCES_KEPT]),
         "missing": list(scan.missing),
         "unreadable": list(scan.unreadable),
@@ -815,12 +875,13 @@ def judge_code(scan: CodeScan | None) -> Check:
             "code", "error", f"no such file or folder: {', '.join(scan.missing)}", evidence
         )
     unread = f"; {len(scan.unreadable)} file(s) could not be read" if scan.unreadable else ""
+    listed = " (the files git lists)" if scan.listing == "git" else ""
     if not count:
-        detail = f"no reference to the flag in {scan.scanned} file(s){unread}"
+        detail = f"no reference to the flag in {scan.scanned} file(s){listed}{unread}"
     else:
         detail = (
-            f"{count} reference(s) in {scan.files} file(s) name the flag: remove them with the "
-            f"release that removes it{unread}"
+            f"{count} reference(s) in {scan.files} file(s){listed} name the flag: remove them"
+            f" with the release that removes it{unread}"
         )
     return Check("code", "info", detail, evidence)
 

@@ -719,7 +719,12 @@ class S3Store:
             date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
             return Snapshot(data, response["ETag"], response.get("LastModified"), _http_date(date))
         except ClientError as err:
-            if _aws.error_code(err) in _aws.NOT_FOUND:
+            code = _aws.error_code(err)
+            if code == "NoSuchBucket":  # not a missing file: nothing can be written there
+                raise StoreError(
+                    f"cannot read {self.source}: no such bucket {self.bucket} (NoSuchBucket)"
+                ) from err
+            if code in _aws.NOT_FOUND:
                 return Snapshot(None)
             raise StoreError(f"cannot read {self.source}: {_aws.describe(err)}") from err
         except BotoCoreError as err:
@@ -822,8 +827,9 @@ class Change:
     version_after: int | None
     #: Where the audit record went; None when nothing was written.
     audit: str | None
-    #: Subcommands that bring back the rollout a rollback cleared (empty otherwise).
-    restore: tuple[str, ...] = ()
+    #: Subcommands, as argument lists, that bring back the rollout a rollback cleared
+    #: (empty otherwise).
+    restore: tuple[tuple[str, ...], ...] = ()
     #: What the operator should know beyond the change itself (a repaired or created file).
     notes: tuple[str, ...] = ()
 
@@ -910,7 +916,11 @@ def _plan(
         if snapshot.data is None:
             notes.append("the file did not exist; created it with a legacy flag")
         raw = edits.loose_document(snapshot.data)
-        new_doc = edits.rebuild_legacy(raw, phase=phase or edits.phase_of(raw, source))
+        dropped: list[str] = []
+        new_doc = edits.rebuild_legacy(
+            raw, phase=phase or edits.phase_of(raw, source), dropped=dropped
+        )
+        notes.extend(f"dropped {what}: nested too deep to keep" for what in dropped)
     phase = phase or edits.phase_of(before_doc or new_doc, source)
     return _Plan(snapshot, before_doc, new_doc, phase, tuple(notes))
 

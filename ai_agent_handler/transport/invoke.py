@@ -85,7 +85,7 @@ class Utility:
         if test_mode == "local_for_all" or (test_mode == "local_for_sqs" and not message_group_id):
             return _invoke_local(logger, funct, params, setting)
         key_scheme = key_scheme_of(endpoint_id)
-        try:
+        try:  # a client is built (shared by the process) only when a call goes to Lambda
             if message_group_id and task_queue is not None:
                 task_queue.send_message(
                     MessageBody=json_dumps({"params": params}),

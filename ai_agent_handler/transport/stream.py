@@ -125,13 +125,19 @@ class StreamReport:
     """What happened to a handler's chunks since its previous report.
 
     ``pending`` counts chunks not yet delivered when the wait ended (it timed out); they are
-    still being delivered and show up in a later report.
+    still being delivered and show up in a later report. ``earlier_delivered`` and
+    ``earlier_failed`` are what the handler's earlier reports counted (a message end, a new
+    run and a flush each report and start a new count), so a ``flush()`` right after a
+    message end reads "no chunk since the previous report; earlier: 8 delivered, 0 failed",
+    not as if nothing was sent.
     """
 
     delivered: int = 0
     failed: int = 0
     pending: int = 0
     errors: tuple[str, ...] = ()
+    earlier_delivered: int = 0
+    earlier_failed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -139,7 +145,12 @@ class StreamReport:
         return not self.failed and not self.pending
 
     def __str__(self) -> str:
-        text = f"{self.delivered} delivered, {self.failed} failed, {self.pending} pending"
+        if self.delivered or self.failed or self.pending:
+            text = f"{self.delivered} delivered, {self.failed} failed, {self.pending} pending"
+        else:
+            text = "no chunk since the previous report"
+        if self.earlier_delivered or self.earlier_failed:
+            text += f"; earlier: {self.earlier_delivered} delivered, {self.earlier_failed} failed"
         if self.errors:
             text += "; first errors: " + "; ".join(self.errors[:3])
         return text
@@ -225,6 +236,8 @@ class StreamChannel:
         "errors",
         "failed",
         "pending",
+        "reported_delivered",
+        "reported_failed",
     )
 
     def __init__(self, dispatcher: StreamDispatcher) -> None:
@@ -234,6 +247,9 @@ class StreamChannel:
         self.delivered = 0
         self.failed = 0
         self.errors: list[str] = []
+        #: What earlier reports counted.
+        self.reported_delivered = 0
+        self.reported_failed = 0
         #: SQS message groups that lost a chunk -> why; their later chunks are not sent.
         self.broken: dict[str, str] = {}
 
@@ -248,7 +264,16 @@ class StreamChannel:
         """
         with self._cond:
             self._cond.wait_for(lambda: self.pending == 0, timeout)
-            report = StreamReport(self.delivered, self.failed, self.pending, tuple(self.errors))
+            report = StreamReport(
+                self.delivered,
+                self.failed,
+                self.pending,
+                tuple(self.errors),
+                self.reported_delivered,
+                self.reported_failed,
+            )
+            self.reported_delivered += self.delivered
+            self.reported_failed += self.failed
             self.delivered = 0
             self.failed = 0
             self.errors = []

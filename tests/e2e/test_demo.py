@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -52,6 +53,9 @@ def test_the_demo_runs_and_shows_the_rollout_and_the_rollback() -> None:
     assert lines[-1].startswith("OK: ") and "rollback" in lines[-1]
     assert "rolled back from 60 % to 30 % on an alarm and paused" in lines[-1]
     assert result.stderr == ""
+    counted = re.search(r"(\d+) (calls?) before, ", out)
+    assert counted and (counted[1] == "1") == (counted[2] == "call")  # number and noun agree
+    assert not re.search(r"(?<![\d.])1 (calls|records|runs|endpoints)\b", out), out
 
 
 def test_the_demo_fails_loudly_when_the_keys_are_not_what_the_files_say(

@@ -17,6 +17,7 @@ from openfeature.event import ProviderEvent
 from ai_agent_handler import FlagFileProvider
 from ai_agent_handler.flag_file.sources import LocalFileSource, S3Source, signature
 from bench.drip import DripServer, s3_client
+from tests.support import BUCKET
 from tests.support.flags import dump, everywhere, started, value, write_atomic
 
 LOG = logging.getLogger("test.flags")
@@ -302,3 +303,75 @@ def test_a_rewrite_seen_only_in_the_ctime_is_loaded(tmp_path: Path) -> None:
     )
     assert after.st_ctime_ns != before.st_ctime_ns
     assert value(provider) is True
+
+
+# -- S3: the run that starts a check decides on its answer ----------------------------------
+class SlowGets:
+    """A botocore hook on the client's GetObject: each GET takes ``latency`` seconds more
+    (a real in-region GET takes tens of milliseconds), or is held until ``release``."""
+
+    def __init__(self, client: Any, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.held = threading.Event()
+        client.meta.events.register("request-created.s3.GetObject", self._delay)
+
+    def _delay(self, **_: Any) -> None:
+        if self.hold.is_set():
+            self.held.set()
+            self.release.wait(30)
+        elif self.latency:
+            threading.Event().wait(self.latency)
+
+
+def s3_provider(s3: Any, **kwargs: Any) -> tuple[FlagFileProvider, SlowGets]:
+    s3.put_object(Bucket=BUCKET, Key="live.json", Body=dump(everywhere(True, version=1)))
+    source = S3Source(f"s3://{BUCKET}/live.json", client=s3, min_interval=0)
+    provider = FlagFileProvider(source, logger=LOG, **kwargs)
+    started(provider)
+    return provider, SlowGets(s3)
+
+
+def change(s3: Any, composite: bool, version: int) -> None:
+    s3.put_object(Bucket=BUCKET, Key="live.json", Body=dump(everywhere(composite, version=version)))
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.05, 0.15])
+def test_the_first_run_after_an_s3_change_uses_it(s3: Any, latency: float) -> None:
+    # The rollback at 3 a.m.: the next run of every environment uses the legacy key, though
+    # the GET that brings the change takes as long as a real one.
+    provider, gets = s3_provider(s3)
+    assert value(provider) is True
+    gets.latency = latency
+    change(s3, False, 2)
+    assert value(provider) is False and provider.version == "2"
+    change(s3, True, 3)
+    assert value(provider) is True and provider.version == "3"
+
+
+def test_a_get_slower_than_the_bound_holds_the_run_only_that_long(s3: Any) -> None:
+    provider, gets = s3_provider(s3, refresh_wait=0.1)
+    gets.hold.set()
+    change(s3, False, 2)
+    answer, took = timed(provider)
+    assert gets.held.is_set()
+    assert answer is True  # the last good flags: the GET has not answered
+    assert 0.1 <= took < AT_ONCE
+    assert timed(provider)[1] < 0.05  # a check is running: the next run does not wait on it
+    gets.hold.clear()
+    gets.release.set()  # the GET answers; a later run uses it
+    deadline = time.monotonic() + 5
+    while value(provider) is True and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    assert value(provider) is False and provider.version == "2"
+
+
+def test_the_wait_is_sized_to_the_source() -> None:
+    from ai_agent_handler.flag_file.sources import LOCAL_REFRESH_WAIT, S3_REFRESH_WAIT
+
+    assert LocalFileSource("x").refresh_wait == LOCAL_REFRESH_WAIT == 0.005
+    assert S3Source("s3://b/k").refresh_wait == S3_REFRESH_WAIT == 0.25
+    assert FlagFileProvider("s3://b/k").refresh_wait == S3_REFRESH_WAIT
+    assert FlagFileProvider("s3://b/k", refresh_wait=0.01).refresh_wait == 0.01
+    assert FlagFileProvider("x").refresh_wait == LOCAL_REFRESH_WAIT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -141,3 +142,76 @@ def test_a_module_or_the_project_can_opt_out(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
     assert str(result.stdout).count("<ep>") == 4
+
+
+# The plan's own tests (migration plan, section 7), as a provider-handler author copies them.
+PLAN_TESTS = textwrap.dedent(
+    """
+    import logging
+    from unittest.mock import patch
+
+    from ai_agent_handler import AIAgentEventHandler, Utility
+
+    logger = logging.getLogger("t")
+    agent_dict = {}
+    settings = {}
+
+    def test_backward_compatibility_with_endpoint_id_only():
+        handler = AIAgentEventHandler(logger, agent_dict, **settings)
+        handler.endpoint_id = "aws-prod"
+        handler.run = {
+            "thread": {"thread_uuid": "thread-1"}, "run_uuid": "run-1", "updated_by": "user"
+        }
+        with patch.object(Utility, 'invoke_funct_on_aws_lambda') as mock_invoke:
+            handler.invoke_async_funct("test_function", param1="value1")
+            assert mock_invoke.call_args[0][1] == "aws-prod"
+
+    def test_partition_key_assembly_in_lambda_calls():
+        handler = AIAgentEventHandler(logger, agent_dict, **settings)
+        handler.endpoint_id = "aws-prod"
+        handler.part_id = "acme-corp"
+        handler.run = {
+            "thread": {"thread_uuid": "thread-1"}, "run_uuid": "run-1", "updated_by": "user"
+        }
+        with patch.object(Utility, 'invoke_funct_on_aws_lambda') as mock_invoke:
+            handler.invoke_async_funct("test_function", param1="value1")
+            assert mock_invoke.call_args[0][1] == "aws-prod#acme-corp"
+
+    def test_send_data_to_stream_with_part_id():
+        handler = AIAgentEventHandler(logger, agent_dict, **settings)
+        handler.endpoint_id = "aws-prod"
+        handler.part_id = "acme-corp"
+        handler.connection_id = "conn-123"
+        handler.run = {"run_uuid": "run-456"}
+        with patch.object(Utility, 'invoke_funct_on_aws_lambda') as mock_invoke:
+            handler.send_data_to_stream(
+                index=0, data_format="text", chunk_delta="Hello world", is_message_end=False
+            )
+            call_args = mock_invoke.call_args
+            assert call_args[0][1] == "aws-prod#acme-corp"
+            assert call_args[0][2] == "send_data_to_stream"
+
+    def test_legacy_code_compatibility():
+        handler = AIAgentEventHandler(logger, agent_dict, **settings)
+        handler.endpoint_id = "legacy-endpoint"
+        handler.run = {"thread": {"thread_uuid": "t1"}, "run_uuid": "r1", "updated_by": "user"}
+        with patch.object(Utility, 'invoke_funct_on_aws_lambda') as mock_invoke:
+            handler.invoke_async_funct("legacy_function")
+            assert mock_invoke.call_args[0][1] == "legacy-endpoint"
+    """
+)
+
+
+def test_the_plans_tests_pass_with_no_aws_configuration(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A developer's machine with no AWS at all: no region, no credentials, no config files.
+    for name in [n for n in os.environ if n.startswith(("AWS_", "BOTO_"))]:
+        monkeypatch.delenv(name)
+    missing = pytester.path / "no-aws"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(missing / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(missing / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    pytester.makepyfile(test_plan=PLAN_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)

@@ -553,7 +553,7 @@ def test_ramp_run_ends_with_exit_5_when_an_alarm_rolls_back(
     set_alarm(cw, "ALARM")
     result = run("--file", f, "ramp", "run", "--interval", "1s", "--timeout", "30s")
     assert result.code == 5, result.err
-    assert "ROLLED BACK to before the first step (0 %) and paused: guard breach" in result.out
+    assert "ROLLED BACK to the start (0 %, before step 1/3) and paused: guard breach" in result.out
     assert f"alarm {ALARM} is in ALARM" in result.out
     waited = run("--file", f, "ramp", "status", "--wait")
     assert waited.code == 5 and "paused" in waited.out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -230,14 +231,15 @@ def test_a_migrated_fleet_with_live_files_in_s3_and_local_can_remove_the_flag(
         s3_client=s3,
     )
     assert code == cli.EXIT_OK, "\n".join(lines)
-    assert [line.split()[:2] for line in lines[:5]] == [
+    heads = [line for line in lines if not line.startswith(" ")]  # a wrapped detail is indented
+    assert [line.split()[:2] for line in heads[:5]] == [
         ["PASS", "files"],
         ["PASS", "quiet"],
         ["PASS", "decisions"],
         ["PASS", "receivers"],
         ["INFO", "code"],
     ]
-    assert "5 reference(s)" in lines[4]
+    assert "5 reference(s)" in heads[4]
     assert lines[-1] == "the flag can be removed: follow rollout.md section 7"
 
     body: list[str] = []
@@ -547,6 +549,85 @@ def test_a_code_path_that_does_not_exist_is_a_read_error(
     assert result.code == cli.EXIT_ERROR
     code = check_of(result.json(), "code")
     assert code["result"] == "error" and "nope" in code["detail"]
+
+
+def _tree_with_caches(root: Path) -> None:
+    """A project with one reference in code and the same in caches and build metadata."""
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text("SOURCE = FLAG_SOURCE\n")
+    for cached in (".pytest_cache/v/cache", "pkg.egg-info", "build/lib", "node_modules/x"):
+        (root / cached).mkdir(parents=True)
+        (root / cached / "copy.txt").write_text("SOURCE = FLAG_SOURCE\n")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_code_in_a_git_work_tree_is_what_git_lists(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    _tree_with_caches(root)
+    (root / ".gitignore").write_text("build/\n*.egg-info/\nnode_modules/\n")
+    (root / "new.py").write_text("NEW = FLAG_SOURCE\n")  # untracked, not ignored: listed
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "app", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    # .pytest_cache ignores itself (its own .gitignore); write one as pytest does
+    (root / ".pytest_cache" / ".gitignore").write_text("*\n")
+
+    scan = retire.scan_code([str(root)])
+    assert scan.listing == "git"
+    assert [ref.removeprefix(str(root) + os.sep) for ref in scan.references] == [
+        "app/main.py:1: SOURCE = FLAG_SOURCE",
+        "new.py:1: NEW = FLAG_SOURCE",
+    ]
+    sub = retire.scan_code([str(root / "app")])  # a folder inside the work tree
+    assert sub.references == (f"{root / 'app' / 'main.py'}:1: SOURCE = FLAG_SOURCE",)
+    check = retire.judge_code(scan)
+    assert "(the files git lists)" in check.detail and check.evidence["listing"] == "git"
+
+
+def test_code_outside_a_work_tree_skips_caches_and_build_metadata(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    _tree_with_caches(root)
+    scan = retire.scan_code([str(root)])
+    assert scan.listing == "walk"
+    assert [ref.removeprefix(str(root) + os.sep) for ref in scan.references] == [
+        "app/main.py:1: SOURCE = FLAG_SOURCE",
+        "build/lib/copy.txt:1: SOURCE = FLAG_SOURCE",  # build output may be code: read
+    ]
+
+
+def test_printed_lines_fit_the_terminal(
+    run: Runner, here: Path, cloudwatch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("a-long-folder-name" * 3) / "module.py"
+    deep.parent.mkdir()
+    deep.write_text("x = '" + "FLAG_SOURCE " * 40 + "'\n")
+    fleet = Fleet()
+    fleet.shipped.update(staging=composite("staging"))
+    fleet.live.update(staging=rollout("staging", percent=50), production=rollout("production"))
+    argv = fleet.build(here, cloudwatch)
+    for columns in (80, 100, 200):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        result = run(*argv, "--code", str(deep))
+        lines = result.out.splitlines()
+        for line in lines:  # longer only where one path alone fills the line, kept whole
+            assert len(line) <= columns or any(len(word) > columns // 2 for word in line.split()), (
+                result.out
+            )
+        fail = [line for line in lines if line.startswith("FAIL")]
+        assert fail, result.out
+        # every word of the check's detail is kept, wrapped under its column
+        body = run(*argv, "--code", str(deep), "--json").json()
+        detail = check_of(body, "files")["detail"]
+        at = lines.index(next(line for line in lines if line.split()[:2] == ["FAIL", "files"]))
+        words = []
+        for line in lines[at:]:
+            if line is not lines[at] and not line.startswith(" " * 10):
+                break
+            words += line.split()
+        assert " ".join(words[2:]).startswith(" ".join(detail.split())[:200])
+        reference = next(line for line in lines if f"{deep}:1:" in line)
+        assert reference.endswith("...") and reference.strip().startswith(f"{deep}:1:")
 
 
 # -- the command line and --json -----------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_a_rollback_says_how_to_restore(place: Callable[[bytes | None], Place]) 
     commit(where.store, lambda d: edits.set_percent(d, 25), command="percent 25", actor="a")
     change = commit(where.store, edits.rollback, command="rollback", actor="a", repair=True)
     assert change.after.kind == "legacy-everywhere" and change.version_after == 4
-    assert change.restore == ("allow ep-a", "percent 25")
+    assert change.restore == (("allow", "ep-a"), ("percent", "25"))
 
 
 BROKEN = [b"{not json", b"[]", json.dumps({"flags": {}}).encode(), b"\xff\xfe"]

@@ -219,6 +219,24 @@ def test_an_endless_flush_timeout_waits_for_every_chunk(
     assert len(sent) == 2
 
 
+def test_a_flush_after_the_message_end_does_not_read_as_nothing_sent(
+    dispatcher: StreamDispatcher, lambda_client: Any, sent: LambdaCapture
+) -> None:
+    handler = stream_handler(dispatcher, client=lambda_client)
+    for index in range(7):
+        handler.send_data_to_stream(index=index, chunk_delta=f"c{index}")
+    handler.send_data_to_stream(index=7, is_message_end=True)
+    assert len(sent) == 8
+    report = handler.flush()
+    assert (report.delivered, report.failed, report.pending) == (0, 0, 0)  # since the end
+    assert (report.earlier_delivered, report.earlier_failed) == (8, 0)
+    assert str(report) == "no chunk since the previous report; earlier: 8 delivered, 0 failed"
+    handler.send_data_to_stream(index=8, chunk_delta="more")
+    assert str(handler.flush()) == (
+        "1 delivered, 0 failed, 0 pending; earlier: 8 delivered, 0 failed"
+    )
+
+
 # -- background Lambda ----------------------------------------------------------------------
 def test_background_lambda_returns_first_and_delivers_by_the_message_end(
     dispatcher: StreamDispatcher, lambda_client: Any, sent: LambdaCapture
@@ -308,7 +326,7 @@ def test_flush_after_failures_reports_them(
     summary = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
     assert summary == [summary[0]]
     assert "5 chunks not delivered" in summary[0] and "flush" in summary[0]
-    assert handler.flush() == StreamReport()  # reported once
+    assert handler.flush() == StreamReport(earlier_delivered=5, earlier_failed=5)  # reported once
 
 
 def test_the_message_end_raises_when_chunks_of_the_message_failed(

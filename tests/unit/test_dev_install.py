@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import sys
 import time
 import zipfile
@@ -105,6 +106,9 @@ def test_a_real_pip_install_shows_pips_lines(tmp_path: Path) -> None:
         out=screen,
     )
     assert (target / "tiny" / "__init__.py").exists()
+    # Not byte-compiled at install (a third of a first install on 2 cores): Python does it
+    # for what is imported, on first use.
+    assert not (target / "tiny" / "__pycache__").exists()
     assert screen.when("tiny-0.1-py3-none-any.whl") <= screen.when("Successfully installed tiny")
     assert all(line.startswith("  ") for _, line in screen.lines)
     assert "\r" not in screen.text
@@ -118,3 +122,28 @@ def test_a_failed_pip_install_raises_after_showing_why(tmp_path: Path) -> None:
             Path(sys.executable), "--no-index", "--target", str(tmp_path), missing, out=screen
         )
     assert "missing-0.1-py3-none-any.whl" in screen.text
+
+
+@pytest.mark.parametrize(
+    ("rest", "example", "args"),
+    [
+        ([], "rollout_demo.py", []),
+        (["mcp"], "mcp_tools.py", []),
+        (["mcp", "http://127.0.0.1:9/mcp"], "mcp_tools.py", ["http://127.0.0.1:9/mcp"]),
+        (["rollout"], "rollout_demo.py", []),
+    ],
+)
+def test_demo_runs_each_example_by_name(rest: list[str], example: str, args: list[str]) -> None:
+    script, *given = dev.demo_command(rest)
+    assert Path(script) == dev.ROOT / "examples" / example and Path(script).is_file()
+    assert given == args
+
+
+def test_every_example_command_the_readme_gives_works_from_a_fresh_clone() -> None:
+    # A fresh clone has only python3: a bare `python examples/x.py` cannot import the package.
+    readme = (dev.ROOT / "README.md").read_text()
+    for bare in re.findall(r"`(python3? examples/[^`]*)`", readme):
+        pytest.fail(f"README gives {bare!r}, which needs the environment active")
+    assert "`python3 dev.py demo mcp`" in readme
+    for example in re.findall(r"`python3 dev\.py demo (\w+)", readme):
+        assert example in dev.EXAMPLES

@@ -282,10 +282,10 @@ def test_rollback_of_an_unreadable_or_flagless_file() -> None:
 def test_restore_commands_rebuild_the_state_before_rollback() -> None:
     before = fe.set_percent(fe.allow(shipped("production"), ["a", "b"]), 20)
     commands = fe.restore_commands(fe.read_state(before))
-    assert commands == ["allow a b", "percent 20"]
+    assert commands == [("allow", "a", "b"), ("percent", "20")]
     doc = fe.rollback(before)
     for command in commands:
-        verb, *args = command.split()
+        verb, *args = command
         doc = fe.allow(doc, args) if verb == "allow" else fe.set_percent(doc, int(args[0]))
     assert fe.read_state(doc) == fe.read_state(before)
 

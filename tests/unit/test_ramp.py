@@ -405,3 +405,17 @@ def test_the_period_is_one_cloudwatch_accepts(
     window = Window(now - age, now - age + span)
     assert period_for(window, now) == period
     assert window.seconds / period <= 1440
+
+
+@pytest.mark.parametrize(
+    "kind", ["start", "advance", "rollback", "pause", "resume", "abort", "promote", "none"]
+)
+def test_every_ramp_line_reads_at_the_start(kind: str) -> None:
+    from ai_agent_handler.ops.cli_ramp import describe
+    from ai_agent_handler.ops.ramp import Action
+    from ai_agent_handler.ops.ramp_control import Outcome
+
+    at_start = state(step=-1, status="paused" if kind == "resume" else "running")
+    line = describe(Outcome(Action(kind, -1, 0, "operator"), at_start, written=False))[0]  # type: ignore[arg-type]
+    assert "the start (0 %, before step 1/5)" in line
+    assert not re.search(r"\b(at|to) before\b", line), line

@@ -45,3 +45,22 @@ def test_the_module_map_matches_the_tree() -> None:
         if path.name != "__init__.py" or path.parent == PACKAGE or _has_code(path)
     }
     assert _mapped() == on_disk
+
+
+def test_the_readme_says_which_evidence_needs_data_beside_the_checkout() -> None:
+    # Suites that read data from ../shared are skipped in a clone without it: the README,
+    # which cites them, must say so next to the citation.
+    paragraphs = (REPO / "README.md").read_text().split("\n\n")
+    needing = {}
+    for module in sorted((REPO / "tests").rglob("test_*.py")):
+        folders = re.findall(r'SHARED\s*/\s*"([\w.-]+)"', module.read_text())
+        if folders:
+            needing[module.relative_to(REPO).as_posix()] = folders[0]
+    assert needing, "no suite reads ../shared: this test has nothing to check"
+    for module, folder in needing.items():
+        cited = [p for p in paragraphs if module in p]
+        assert cited, f"README does not cite {module}"
+        assert any(f"../shared/{folder}/" in p and "skipped" in p for p in cited), (
+            f"README cites {module} without saying it needs ../shared/{folder}/ and is "
+            "skipped without it"
+        )
