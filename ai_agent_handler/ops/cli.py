@@ -109,6 +109,7 @@ rollback = legacy key for every endpoint, right away (running handlers: from the
 with the next release, not to a running fleet); elsewhere it is the copy installed with the
 package, which status, explain and validate read and nothing writes.
 A command that would change nothing writes nothing (no version, no audit record, no lock).
+ROLLOUT_REQUIRE_REASON=1 in the environment: every change is refused without --reason.
 
 exit codes: 0 done or nothing to do; 1 read/write/AWS error; 2 bad command line; 3 invalid
 flag file or edit refused; 4 someone else changed the file or holds the lock; 5 the answer
@@ -315,7 +316,6 @@ def _check_id(field: str, value: str) -> None:
 
 #: Set to ``1`` (``true``, ``yes``, ``on``), every change must say why (``--reason``).
 REQUIRE_REASON_ENV = "ROLLOUT_REQUIRE_REASON"
-_CHANGES = frozenset({"allow", "disallow", "percent", "set", "rollback", "seed"})
 _RAMP_CHANGES = frozenset({"start", "pause", "resume", "abort", "promote"})
 
 
@@ -336,7 +336,7 @@ def reason_required(environ: Mapping[str, str] = os.environ) -> bool:
 def _check_reason(args: argparse.Namespace) -> None:
     """A change without ``--reason`` while the team requires one: exit 2, nothing read."""
     command = args.command
-    changes = command in _CHANGES or (
+    changes = command in WRITES or (
         command == "ramp"
         and args.ramp_command in _RAMP_CHANGES
         and not getattr(args, "dry_run", False)
