@@ -70,15 +70,17 @@ _READ_SIZE = 1 << 16
 
 
 class FlagSource(Protocol):
-    """A place a flag file is read from."""
+    """A place a flag file is read from.
+
+    A source may also name ``refresh_wait``: the seconds the run that starts a check waits
+    for it (the library's sources do; without one the provider waits 5 ms).
+    """
 
     #: Human-readable location, used in log lines and error messages.
     name: str
     #: Seconds between two freshness checks the provider should respect.
     min_interval: float
     #: Seconds one fetch may take; a fetch still running after that is a fault.
-    #: (A source may also name ``refresh_wait``: the seconds the run that starts a check
-    #: waits for it; without one the provider waits 5 ms.)
     timeout: float
 
     def fetch(self) -> bytes | None:

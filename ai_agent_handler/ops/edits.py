@@ -532,22 +532,24 @@ def phase_of(doc: Mapping[str, Any] | None, source: str | None = None) -> str | 
 
 
 def rebuild_legacy(
-    raw: Mapping[str, Any] | None, *, phase: str | None = None, dropped: list[str] | None = None
-) -> dict[str, Any]:
-    """A valid legacy-everywhere document for a missing (``None``) or invalid file.
+    raw: Mapping[str, Any] | None, *, phase: str | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A valid legacy-everywhere document for a missing (``None``) or invalid file, and
+    what of the file it left out for being nested too deep.
 
     ``raw`` is what :func:`loose_document` could still read of the file, however deeply
     nested. Keeps what can be kept (other flags, metadata) when that gives a valid file,
     else starts afresh, continuing the old version sequence when it can still be read.
-    What is nested too deep to keep is left out first, and named in ``dropped`` (the flag
-    ``name``, the metadata key ``name``, the top-level key ``name``).
+    What is nested too deep to keep is left out first, and named (``the flag NAME``,
+    ``the metadata key NAME``, ``the top-level key NAME``).
     """
+    dropped: list[str] = []
     if raw is not None:
-        kept = _within_depth(raw, dropped if dropped is not None else [])
-        repaired = rollback(kept, phase=phase)
+        repaired = rollback(_within_depth(raw, dropped), phase=phase)
         if not validate(bump_version(repaired)):
-            return repaired
-    return fresh_document(phase or "unknown", version=(version_of(raw) or 0) if raw else 0)
+            return repaired, tuple(dropped)
+    version = (version_of(raw) or 0) if raw else 0
+    return fresh_document(phase or "unknown", version=version), tuple(dropped)
 
 
 def _within_depth(raw: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:

@@ -916,10 +916,7 @@ def _plan(
         if snapshot.data is None:
             notes.append("the file did not exist; created it with a legacy flag")
         raw = edits.loose_document(snapshot.data)
-        dropped: list[str] = []
-        new_doc = edits.rebuild_legacy(
-            raw, phase=phase or edits.phase_of(raw, source), dropped=dropped
-        )
+        new_doc, dropped = edits.rebuild_legacy(raw, phase=phase or edits.phase_of(raw, source))
         notes.extend(f"dropped {what}: nested too deep to keep" for what in dropped)
     phase = phase or edits.phase_of(before_doc or new_doc, source)
     return _Plan(snapshot, before_doc, new_doc, phase, tuple(notes))

@@ -85,7 +85,7 @@ class Utility:
         if test_mode == "local_for_all" or (test_mode == "local_for_sqs" and not message_group_id):
             return _invoke_local(logger, funct, params, setting)
         key_scheme = key_scheme_of(endpoint_id)
-        try:  # a client is built (shared by the process) only when a call goes to Lambda
+        try:
             if message_group_id and task_queue is not None:
                 task_queue.send_message(
                     MessageBody=json_dumps({"params": params}),
@@ -97,6 +97,7 @@ class Utility:
                     },
                 )
                 return None
+            # Built (one per process) only here, when a call really goes to Lambda.
             client = aws_lambda if aws_lambda is not None else shared_lambda_client(setting)
             response = client.invoke(
                 FunctionName=setting.get("lambda_task_function") or DEFAULT_LAMBDA_FUNCTION,
