@@ -3,7 +3,8 @@
 
     python3 dev.py demo     the rollout demo (local AWS in process, no credentials needed)
     python3 dev.py demo mcp a provider handler calling a tool on an MCP server it starts
-    python3 dev.py test     the whole test suite
+    python3 dev.py test     the whole test suite, one pytest worker per core (pytest-xdist;
+                            -n 0 runs it in one process)
     python3 dev.py lint     ruff (lint + format check) and mypy
     python3 dev.py bench    the benchmarks, writing bench/RESULTS.md (--smoke: tiny sizes)
     python3 dev.py lowest   the whole test suite on the lowest versions pyproject.toml allows
@@ -18,8 +19,10 @@ its test, flagd and otel extras under a constraints file that pins every runtime
 and every dependency of those extras to the floor pyproject.toml declares (boto3>=X installs
 boto3==X; the pins are derived from pyproject.toml on every run, there is no second list),
 plus urllib3<2 so botocore runs on the urllib3 1.x line it still allows. It prints the
-versions under test, then runs the whole suite (extra arguments go to pytest, e.g. -q or
-tests/unit). .venv-lowest is rebuilt from scratch whenever pyproject.toml changes.
+versions under test, then runs the suite (extra arguments go to pytest, e.g. -q or
+tests/unit; CI runs tests/unit and tests/integration there, the suites that call the
+dependencies: the whole flows of tests/e2e run on the current versions only).
+.venv-lowest is rebuilt from scratch whenever pyproject.toml changes.
 """
 
 from __future__ import annotations
@@ -298,7 +301,8 @@ def lowest(pytest_args: list[str]) -> int:
     # pytest before 8.3 prints a traceback for every expected failure under -rx (8.3 and
     # later only with --xfail-tb): the summary names failures, errors and skips; -ra after
     # it gives the project's default back.
-    pytest = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-rfEs", *pytest_args]
+    pytest = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-rfEs"]
+    pytest += parallel(pytest_args)
     status = subprocess.run(pytest, cwd=ROOT).returncode
     print(f"lowest: {'passed' if status == 0 else 'FAILED'} in {time.monotonic() - began:.0f} s")
     return status
@@ -309,6 +313,13 @@ def lowest(pytest_args: list[str]) -> int:
 
 def run(*cmd: str) -> int:
     return subprocess.run([str(PY), *cmd], cwd=ROOT).returncode
+
+
+def parallel(pytest_args: list[str]) -> list[str]:
+    """``pytest_args`` with one worker per core (pytest-xdist's ``-n auto``), unless they say
+    how many (``-n 0``: one process, as a debugger wants)."""
+    said = any(arg.startswith(("-n", "--numprocesses")) for arg in pytest_args)
+    return pytest_args if said else ["-n", "auto", *pytest_args]
 
 
 #: ``python3 dev.py demo [NAME]``: the examples, by name (the first is the default).
@@ -333,7 +344,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return run(*demo_command(rest))
     if command == "test":
-        return run("-m", "pytest", *rest)
+        return run("-m", "pytest", *parallel(rest))
     if command == "bench":
         return run("-m", "bench", *rest)
     status = run("-m", "ruff", "check", ".")

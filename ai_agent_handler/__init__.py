@@ -6,16 +6,23 @@ The public names: the contract's, the errors users catch, and the results they r
 from typing import TYPE_CHECKING, Any
 
 from .ai_agent_handler import AIAgentEventHandler
-from .decision import FLAG_DOMAIN, FLAG_KEY, KeyDecision
+from .decision import KeyDecision
 from .exceptions import (
     AIAgentHandlerError,
+    ConflictError,
     FlagConfigError,
+    FlagEditError,
+    FlagFileError,
     InvocationError,
     MCPError,
     MCPToolError,
+    MetricsError,
     PartitionKeyError,
+    RampError,
+    StoreError,
     StreamDeliveryError,
 )
+from .settings import FLAG_DOMAIN, FLAG_KEY
 from .transport.invoke import Utility
 from .transport.stream import StreamReport
 
@@ -27,13 +34,19 @@ __all__ = [
     "FLAG_KEY",
     "AIAgentEventHandler",
     "AIAgentHandlerError",
+    "ConflictError",
     "FlagConfigError",
+    "FlagEditError",
+    "FlagFileError",
     "FlagFileProvider",
     "InvocationError",
     "KeyDecision",
     "MCPError",
     "MCPToolError",
+    "MetricsError",
     "PartitionKeyError",
+    "RampError",
+    "StoreError",
     "StreamDeliveryError",
     "StreamReport",
     "Utility",

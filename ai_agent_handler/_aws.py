@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .exceptions import FlagConfigError
 
@@ -22,28 +22,6 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
-
-__all__ = [
-    "CONFLICT",
-    "DENIED",
-    "FLAG_READ_CONFIG",
-    "FLAG_READ_TIMEOUT",
-    "METRICS_READ_CONFIG",
-    "METRICS_READ_TIMEOUT",
-    "NOT_FOUND",
-    "NOT_MODIFIED",
-    "RETRY_CONFIG",
-    "cloudwatch_client",
-    "credentials",
-    "describe",
-    "error_code",
-    "is_s3_uri",
-    "lambda_client",
-    "parse_s3_uri",
-    "s3_client",
-    "s3_uri",
-    "shared_lambda_client",
-]
 
 #: Lambda, SQS and the handler's S3: botocore retries throttling, 5xx, connection errors
 #: and timeouts, bounded. The pool is as large as the stream dispatcher's worker count
@@ -166,8 +144,11 @@ def s3_uri(location: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def error_code(err: ClientError) -> str:
-    """The AWS error code (``NoSuchKey``, ``Throttling``, ...), else the HTTP status, else ""."""
+def error_code(err: BaseException) -> str:
+    """The AWS error code (``NoSuchKey``, ``Throttling``, ...), else the HTTP status, else ""
+    (also for an error that is not AWS's answer)."""
+    if not isinstance(err, ClientError):
+        return ""
     response = err.response
     code = response.get("Error", {}).get("Code")
     if code:
@@ -176,7 +157,13 @@ def error_code(err: ClientError) -> str:
     return "" if status is None else str(status)
 
 
-def describe(err: ClientError) -> str:
-    """``"<code>: <message>"`` for a one-line error message."""
+#: What a boto3 call raises: the service's answer, or botocore's own (connection, config).
+ERRORS = (ClientError, BotoCoreError)
+
+
+def describe(err: ClientError | BotoCoreError) -> str:
+    """``"<code>: <message>"`` (botocore's own errors: their text) for a one-line message."""
+    if not isinstance(err, ClientError):
+        return str(err)
     message = err.response.get("Error", {}).get("Message") or str(err)
     return f"{error_code(err) or 'error'}: {message}"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["XML_FLUSH_LIMIT", "split_xml", "try_complete_json"]
-
 #: A buffer holding ``<`` but no ``>`` is sent whole, as text, once it is longer than this.
 XML_FLUSH_LIMIT = 500
 

@@ -21,7 +21,7 @@ from . import _aws, settings
 from ._chunking import XML_FLUSH_LIMIT, split_xml, try_complete_json
 from .decision import KeyDecision, decide, decide_composite, flag_client
 from .exceptions import FlagConfigError, StreamDeliveryError
-from .partition_key import compose, routing_key, validate_id
+from .partition_key import compose, keys, validate_id
 from .transport.invoke import Utility
 from .transport.stream import (
     DEFAULT_FLUSH_TIMEOUT,
@@ -246,14 +246,18 @@ class AIAgentEventHandler:
 
     def _decide(self, run_uuid: str) -> KeyDecision:
         config = self._flag_config
+        # Ids first: an invalid id is refused before any provider is set up.
+        run_keys = keys(self._endpoint_id, self._part_id)
         if config.mode == settings.COMPOSITE_MODE:
             return decide_composite(
-                self._endpoint_id, self._part_id, run_uuid=run_uuid, phase=config.phase
+                self._endpoint_id,
+                self._part_id,
+                run_uuid=run_uuid,
+                phase=config.phase,
+                run_keys=run_keys,
             )
         from .flag_file.default_provider import flag_domain
 
-        # Ids first: an invalid id is refused before any provider is set up.
-        routing_key(self._endpoint_id, self._part_id, composite=False)
         domain = flag_domain(config, self.setting, self.logger)
         return decide(
             self._endpoint_id,
@@ -262,6 +266,7 @@ class AIAgentEventHandler:
             phase=config.phase,
             client=flag_client(domain),
             logger=self.logger,
+            run_keys=run_keys,
         )
 
     # -- Lambda-facing methods ------------------------------------------------------------

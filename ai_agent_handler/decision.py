@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from .exceptions import PartitionKeyError
-from .partition_key import KeyScheme, key_scheme_of, routing_key
+from .partition_key import Keys, KeyScheme, key_scheme_of, keys
+from .settings import FLAG_DOMAIN, FLAG_KEY
 
 if TYPE_CHECKING:
     from openfeature.client import OpenFeatureClient
@@ -24,29 +25,6 @@ if TYPE_CHECKING:
 
 # OpenFeature is imported on the first decision, not with the package: importing the
 # handler should cost little more than boto3 (see bench/), and a run pays it once anyway.
-
-__all__ = [
-    "CODE_DEFAULT",
-    "COMPOSITE",
-    "FLAG_DOMAIN",
-    "FLAG_KEY",
-    "LEGACY",
-    "VARIANTS",
-    "KeyDecision",
-    "decide",
-    "decide_composite",
-    "decision_fields",
-    "enum_text",
-    "evaluation_context",
-    "flag_client",
-    "metadata_version",
-    "serving_of",
-]
-
-#: The boolean flag that chooses the key a run sends.
-FLAG_KEY: Final = "composite-partition-key"
-#: The OpenFeature domain whose client the handler evaluates :data:`FLAG_KEY` with.
-FLAG_DOMAIN: Final = "ai_agent_handler"
 
 #: The variant names of :data:`FLAG_KEY` in flag files: what operators read.
 COMPOSITE: Final = "composite"
@@ -121,18 +99,21 @@ def decide(
     phase: str | None = None,
     client: OpenFeatureClient | None = None,
     logger: logging.Logger | None = None,
+    run_keys: Keys | None = None,
 ) -> KeyDecision:
     """Evaluate the flag for one run and return the key every call of that run uses.
 
-    Ids are validated first (:class:`~ai_agent_handler.PartitionKeyError`), so an invalid id
-    is refused before the flag is even asked. An evaluation error is logged once, here, with
+    Ids are validated first (:class:`~ai_agent_handler.PartitionKeyError`; ``run_keys``:
+    already validated by :func:`~ai_agent_handler.partition_key.keys`), so an invalid id is
+    refused before the flag is even asked. An evaluation error is logged once, here, with
     its error code; the run then uses the legacy key.
     """
-    # Validate before evaluating: the legacy key is checked too (see routing_key).
-    routing_key(endpoint_id, part_id, composite=False)
-    assert endpoint_id is not None  # guaranteed by routing_key
+    both = run_keys or keys(endpoint_id, part_id)
+    endpoint_id = both.legacy
     part = part_id or None
     from openfeature.flag_evaluation import FlagEvaluationOptions
+
+    from .decision_log import enum_text, metadata_version, serving_of
 
     client = client or flag_client()
     details = client.get_boolean_details(
@@ -152,7 +133,7 @@ def decide(
             error_code,
             details.error_message or "",
         )
-    key = routing_key(endpoint_id, part, composite=value)
+    key = both.composite if value else both.legacy
     return KeyDecision(
         run_uuid=run_uuid,
         endpoint_id=endpoint_id,
@@ -176,6 +157,7 @@ def decide_composite(
     *,
     run_uuid: str,
     phase: str | None = None,
+    run_keys: Keys | None = None,
 ) -> KeyDecision:
     """``partition_key_mode = composite``: the composite key, unconditionally.
 
@@ -184,22 +166,20 @@ def decide_composite(
     instead of falling back to the legacy key. The decision is logged and counted like a
     flag decision (``reason`` ``STATIC``, ``flag_source`` ``setting``).
     """
+    both = run_keys or keys(endpoint_id, part_id)  # the ids' own errors first
     if not part_id:
-        routing_key(endpoint_id, part_id, composite=False)  # the endpoint_id's own error first
         raise PartitionKeyError(
             f"part_id is required: partition_key_mode is 'composite' (endpoint_id "
             f"{endpoint_id!r}, run {run_uuid}); set partition_key_mode to 'flag' to let the "
             "flag decide again"
         )
-    key = routing_key(endpoint_id, part_id, composite=True)
-    assert endpoint_id is not None  # guaranteed by routing_key
     decision = KeyDecision(
         run_uuid=run_uuid,
-        endpoint_id=endpoint_id,
+        endpoint_id=both.legacy,
         part_id=part_id,
         phase=phase,
-        routing_key=key,
-        key_scheme=key_scheme_of(key),
+        routing_key=both.composite,
+        key_scheme="composite",
         flag_value=True,
         variant=COMPOSITE,
         reason="STATIC",
@@ -233,35 +213,3 @@ def decision_fields(decision: KeyDecision) -> dict[str, object]:
         "flag_source_fault": decision.flag_source_fault,
         "provider": None,
     }
-
-
-def serving_of(provider: object) -> dict[str, str | None]:
-    """``flag_source`` and ``flag_source_fault`` of a provider that reports them (a
-    :class:`~ai_agent_handler.FlagFileProvider`); None for one that does not."""
-    serving = getattr(provider, "serving", None)
-    if not isinstance(serving, Mapping):
-        return {"flag_source": None, "flag_source_fault": None}
-    return {
-        "flag_source": _text(serving.get("flag_source")),
-        "flag_source_fault": _text(serving.get("flag_source_fault")),
-    }
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def enum_text(value: object) -> str | None:
-    """An OpenFeature reason or error code as text (an enum in the SDK, a str from some
-    providers); None stays None."""
-    if value is None:
-        return None
-    return str(getattr(value, "value", value))
-
-
-def metadata_version(metadata: Mapping[str, object] | None) -> str | None:
-    """The flag set's ``version`` from evaluation metadata, as text; None when absent."""
-    if not metadata:
-        return None
-    version = metadata.get("version")
-    return None if version is None else str(version)

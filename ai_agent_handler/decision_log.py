@@ -31,18 +31,10 @@ from typing import Any
 from openfeature.flag_evaluation import FlagEvaluationDetails, FlagValueType
 from openfeature.hook import Hook, HookContext, HookHints
 
-from .decision import FLAG_KEY, enum_text, metadata_version, serving_of
 from .exceptions import PartitionKeyError
 from .metrics import metrics
 from .partition_key import key_scheme_of, routing_key
-
-__all__ = [
-    "DECISION_LOGGER",
-    "DecisionHook",
-    "decision_hooks",
-    "decision_record",
-    "log_decision",
-]
+from .settings import FLAG_KEY
 
 #: The logger the per-run decision records go to.
 DECISION_LOGGER = "ai_agent_handler.decisions"
@@ -177,3 +169,36 @@ def _otel_tracing_hook() -> Hook | None:
         return None
     _otel_hook = TracingHook()
     return _otel_hook
+
+
+# -- reading an evaluation's details ---------------------------------------------------------
+def serving_of(provider: object) -> dict[str, str | None]:
+    """``flag_source`` and ``flag_source_fault`` of a provider that reports them (a
+    :class:`~ai_agent_handler.FlagFileProvider`); None for one that does not."""
+    serving = getattr(provider, "serving", None)
+    if not isinstance(serving, Mapping):
+        return {"flag_source": None, "flag_source_fault": None}
+    return {
+        "flag_source": _text(serving.get("flag_source")),
+        "flag_source_fault": _text(serving.get("flag_source_fault")),
+    }
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def enum_text(value: object) -> str | None:
+    """An OpenFeature reason or error code as text (an enum in the SDK, a str from some
+    providers); None stays None."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def metadata_version(metadata: Mapping[str, object] | None) -> str | None:
+    """The flag set's ``version`` from evaluation metadata, as text; None when absent."""
+    if not metadata:
+        return None
+    version = metadata.get("version")
+    return None if version is None else str(version)

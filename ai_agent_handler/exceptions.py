@@ -54,39 +54,25 @@ made the call, and kept as ``__cause__``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .transport.stream import StreamReport
-
-__all__ = [
-    "AIAgentHandlerError",
-    "ConflictError",
-    "FlagConfigError",
-    "FlagEditError",
-    "FlagFileError",
-    "FlagSourceError",
-    "InvocationError",
-    "MCPConfigError",
-    "MCPConnectionError",
-    "MCPError",
-    "MCPProtocolError",
-    "MCPTimeoutError",
-    "MCPToolError",
-    "MCPToolNotFound",
-    "MetricsError",
-    "PartitionKeyError",
-    "RampError",
-    "SourceAccessDenied",
-    "SourceNotFound",
-    "SourceUnavailable",
-    "StoreError",
-    "StreamDeliveryError",
-]
+import types
+from collections.abc import Mapping
+from typing import Any
 
 
 class AIAgentHandlerError(Exception):
-    """Base class of every error this library raises."""
+    """Base class of every error this library raises.
+
+    ``options`` are the arguments that would let the call go through, by parameter name
+    (``{"phase": "NAME"}``): the message says what happened, and a front end names the
+    options its own way (the CLI as its command-line options).
+    """
+
+    options: Mapping[str, str] = types.MappingProxyType({})
+
+    def __init__(self, *args: object, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(*args)
+        if options:
+            self.options = dict(options)
 
 
 class PartitionKeyError(AIAgentHandlerError, ValueError):
@@ -160,8 +146,9 @@ class StreamDeliveryError(AIAgentHandlerError, RuntimeError):
     ``report`` holds the counts and the first error texts.
     """
 
-    def __init__(self, message: str, report: StreamReport) -> None:
+    def __init__(self, message: str, report: Any) -> None:
         super().__init__(message)
+        #: The :class:`~ai_agent_handler.StreamReport` of the message.
         self.report = report
 
 

@@ -8,18 +8,9 @@ built, and every caller that sends a key to AWS goes through :func:`routing_key`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .exceptions import PartitionKeyError
-
-__all__ = [
-    "SEPARATOR",
-    "KeyScheme",
-    "compose",
-    "key_scheme_of",
-    "routing_key",
-    "validate_id",
-]
 
 SEPARATOR = "#"
 
@@ -60,19 +51,32 @@ def compose(endpoint_id: object, part_id: object) -> str | None:
     return f"{endpoint}{SEPARATOR}{part}"
 
 
-def routing_key(endpoint_id: object, part_id: object, *, composite: bool) -> str:
-    """The key sent to Lambda/SQS: the composite key when ``composite``, else ``endpoint_id``.
+class Keys(NamedTuple):
+    """The two keys a run may send: ``endpoint_id``, and the composite key (``endpoint_id``
+    itself without a ``part_id``)."""
 
-    Both ids are validated whatever the flag says, so turning the flag off (the partial
+    legacy: str
+    composite: str
+
+
+def keys(endpoint_id: object, part_id: object) -> Keys:
+    """Both keys of a run, its ids validated once.
+
+    Both ids are validated whatever the flag will say, so turning the flag off (the partial
     rollback) never lets an invalid ``part_id`` through unnoticed. An empty or missing
     ``endpoint_id`` is an error: a call without a key cannot be routed.
     """
     key = compose(endpoint_id, part_id)
     if not key:
         raise PartitionKeyError(f"endpoint_id is required to route a call, got {endpoint_id!r}")
-    if composite:
-        return key
-    return endpoint_id  # type: ignore[return-value]  # validated non-empty str by compose
+    return Keys(str(endpoint_id), key)
+
+
+def routing_key(endpoint_id: object, part_id: object, *, composite: bool) -> str:
+    """The key sent to Lambda/SQS: the composite key when ``composite``, else ``endpoint_id``
+    (validated as :func:`keys` does)."""
+    both = keys(endpoint_id, part_id)
+    return both.composite if composite else both.legacy
 
 
 def key_scheme_of(key: str) -> KeyScheme:

@@ -26,7 +26,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from .decision import COMPOSITE, FLAG_DOMAIN, FLAG_KEY, LEGACY, VARIANTS
+from .decision import COMPOSITE, LEGACY, VARIANTS
+from .settings import FLAG_DOMAIN, FLAG_KEY
 
 __all__ = ["PartitionKeyFlag", "flag_files", "partition_key_flag"]
 

@@ -31,23 +31,10 @@ from typing import Any, Final, Literal
 
 from .exceptions import FlagConfigError
 
-__all__ = [
-    "COMPOSITE_MODE",
-    "DEFAULT_PHASE",
-    "FLAG_MODE",
-    "PHASES",
-    "FlagConfig",
-    "check_phase",
-    "flag_bucket_owner",
-    "flag_config",
-    "flag_min_interval",
-    "flag_refresh_wait",
-    "flag_source",
-    "metric_phase",
-    "partition_key_mode",
-    "rollout_phase",
-    "setting_or_env",
-]
+#: The boolean flag that chooses the key a run sends.
+FLAG_KEY: Final = "composite-partition-key"
+#: The OpenFeature domain whose client the handler evaluates :data:`FLAG_KEY` with.
+FLAG_DOMAIN: Final = "ai_agent_handler"
 
 #: The rollout phases, in the order a change goes through them.
 PHASES = ("dev", "staging", "production")

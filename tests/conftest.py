@@ -16,6 +16,9 @@ fixture            what it gives
 ``emf``            the EMF metric lines written during the test (:class:`EmfCapture`)
 ``no_provider``    no OpenFeature provider registered, once-per-process setup forgotten
 ``run``            ``ai-agent-rollout`` run in process (:class:`Runner`)
+``files``          the shipped phase files copied to ``tmp_path/flags``, by phase
+``checkout``       a checkout of the project in ``tmp_path/repo`` (:func:`make_checkout`)
+``live``           the production live file, once local, once on ``s3`` (:class:`LiveFile`)
 =================  ==========================================================================
 
 Helpers that are not fixtures are in :mod:`tests.support`.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -37,8 +41,9 @@ from ai_agent_handler import AIAgentEventHandler, metrics
 from ai_agent_handler.flag_file import default_provider
 from tests.support import BUCKET, REGION, RUN
 from tests.support.aws import EmfCapture, LambdaCapture
-from tests.support.cli import Runner
+from tests.support.cli import Runner, copy_phase_files, make_checkout
 from tests.support.fault_server import FaultServer
+from tests.support.live import LiveFile, local_file, s3_object
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +57,18 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- moto in process ------------------------------------------------------------------------
+#: One boto3 session for every test: moto drops boto3's default session when a mock starts,
+#: and a new session loads each service model again (0.1-0.5 s per test).
+_SESSION: list[boto3.session.Session] = []
+
+
 @pytest.fixture
 def aws() -> Iterator[None]:
     """moto's in-process AWS; Lambda accepts Invoke without Docker."""
     with mock_aws(config={"lambda": {"use_docker": False}}):
+        if not _SESSION:
+            _SESSION.append(boto3.session.Session())
+        boto3.DEFAULT_SESSION = _SESSION[0]
         yield
 
 
@@ -111,20 +124,26 @@ def make_handler(lambda_client: Any) -> Any:
 
 
 # -- AWS on loopback ------------------------------------------------------------------------
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    """moto's threaded server on 127.0.0.1 (a fresh, empty AWS per test)."""
+@pytest.fixture(scope="session")
+def _moto_server_url() -> Iterator[str]:
+    """moto's threaded server on 127.0.0.1, one for the whole run (see ``moto_server``)."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def moto_server(_moto_server_url: str) -> str:
+    """moto's threaded server on 127.0.0.1 (a fresh, empty AWS per test)."""
+    url = _moto_server_url
     # The server's backends are moto's process-wide ones: empty them for this test.
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
-    yield url
-    server.stop()
+    return url
 
 
 @pytest.fixture
@@ -170,3 +189,24 @@ def no_provider() -> Iterator[None]:
 def run(capsys: pytest.CaptureFixture[str]) -> Runner:
     """``ai-agent-rollout`` in process: ``run("--file", path, "status").code``."""
     return Runner(capsys)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """The shipped phase files copied to ``tmp_path/flags``, by phase."""
+    return copy_phase_files(tmp_path / "flags")
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A checkout of the repository: pyproject.toml naming the project, flags/, a subfolder."""
+    return make_checkout(tmp_path / "repo")
+
+
+@pytest.fixture(params=["local", "s3"])
+def live(request: pytest.FixtureRequest, tmp_path: Path) -> LiveFile:
+    """The live production flag file, not created yet: ``tmp_path/live/production.flagd.json``,
+    then the object :data:`~tests.support.live.PROD_KEY` in the ``s3`` bucket."""
+    if request.param == "local":
+        return local_file(tmp_path / "live")
+    return s3_object(request.getfixturevalue("s3"))

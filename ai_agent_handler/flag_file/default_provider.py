@@ -34,11 +34,8 @@ from openfeature import api
 from openfeature.provider import FeatureProvider
 
 from .. import _aws, settings
-from ..decision import FLAG_DOMAIN
-from ..settings import FlagConfig
+from ..settings import FLAG_DOMAIN, FlagConfig
 from .provider import FlagFileProvider
-
-__all__ = ["ensure_provider", "flag_domain", "reset", "shipped_flag_file"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # An installed wheel ships the phase files as ai_agent_handler/flags/; a source checkout

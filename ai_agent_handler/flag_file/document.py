@@ -30,23 +30,9 @@ from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import OpenFeatureError
 
-from ..decision import FLAG_KEY, VARIANTS
+from ..decision import VARIANTS
 from ..exceptions import FlagFileError
-from ..settings import PHASES
-
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_REF_CHAIN",
-    "MAX_RULE_NODES",
-    "SCHEMA",
-    "fingerprint",
-    "flag_set_version",
-    "flagd_problems",
-    "parse",
-    "serialize",
-    "too_deep",
-    "validate",
-]
+from ..settings import FLAG_KEY, PHASES
 
 #: The ``$schema`` of a flagd flag file.
 SCHEMA = "https://flagd.dev/schema/v0/flags.json"

@@ -58,8 +58,6 @@ from .sources import FlagSource, open_source
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["FlagFileProvider"]
-
 _Event = tuple[ProviderEvent, ProviderEventDetails]
 
 

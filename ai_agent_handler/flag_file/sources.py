@@ -37,19 +37,6 @@ from ..exceptions import FlagSourceError, SourceAccessDenied, SourceNotFound, So
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = [
-    "LOCAL_MIN_INTERVAL",
-    "LOCAL_REFRESH_WAIT",
-    "LOCAL_TIMEOUT",
-    "S3_MIN_INTERVAL",
-    "S3_REFRESH_WAIT",
-    "S3_TIMEOUT",
-    "FlagSource",
-    "LocalFileSource",
-    "S3Source",
-    "open_source",
-]
-
 #: Default seconds between two freshness checks of a local file: every evaluation makes
 #: one ``stat`` (about 2 us), so the first run that starts after a write sees it.
 LOCAL_MIN_INTERVAL = 0.0

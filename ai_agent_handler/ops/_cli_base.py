@@ -6,23 +6,16 @@ import getpass
 import os
 
 from .. import _aws
-from ..exceptions import FlagConfigError
-
-__all__ = [
-    "ACTOR_ENV",
-    "EXIT_CONFLICT",
-    "EXIT_ERROR",
-    "EXIT_INVALID",
-    "EXIT_NOT_DONE",
-    "EXIT_OK",
-    "EXIT_TIMEOUT",
-    "EXIT_USAGE",
-    "PROG",
-    "CliError",
-    "actor",
-    "location",
-    "printable",
-]
+from ..exceptions import (
+    ConflictError,
+    FlagConfigError,
+    FlagEditError,
+    FlagFileError,
+    MetricsError,
+    PartitionKeyError,
+    RampError,
+    StoreError,
+)
 
 PROG = "ai-agent-rollout"
 ACTOR_ENV = "AI_AGENT_ROLLOUT_ACTOR"
@@ -43,6 +36,42 @@ EXIT_CONFLICT = 4
 EXIT_NOT_DONE = 5
 #: ``ramp status --wait`` / ``ramp run``: the ramp was still running when ``--timeout`` ran out.
 EXIT_TIMEOUT = 6
+
+
+#: The exit code of each error a command ends with: the first entry it is an instance of.
+#: A :class:`CliError` carries its own.
+EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (ConflictError, EXIT_CONFLICT),
+    (StoreError, EXIT_ERROR),
+    (MetricsError, EXIT_ERROR),
+    (FlagFileError, EXIT_INVALID),
+    (FlagEditError, EXIT_INVALID),
+    (RampError, EXIT_INVALID),
+    (FlagConfigError, EXIT_USAGE),
+    (PartitionKeyError, EXIT_USAGE),
+)
+
+
+#: The command-line option of each parameter a library error may ask for (others: the
+#: parameter's name as an option, ``lock_timeout`` -> ``--lock-timeout``).
+OPTIONS = {"source": "--file", "phase": "--metrics-phase"}
+
+
+def with_options(err: Exception) -> str:
+    """The error's message and, when it names the arguments that would let the call go
+    through, those as options: ``... (--metrics-phase NAME)``."""
+    wanted = [
+        f"{OPTIONS.get(name, '--' + name.replace('_', '-'))} {value}".strip()
+        for name, value in getattr(err, "options", {}).items()
+    ]
+    return f"{err} (run it with {' '.join(wanted)})" if wanted else str(err)
+
+
+def exit_code(err: Exception) -> int | None:
+    """The exit code ``err`` ends a command with; None for an error not in the table."""
+    if isinstance(err, CliError):
+        return err.code
+    return next((code for kind, code in EXIT_CODES if isinstance(err, kind)), None)
 
 
 class CliError(Exception):

@@ -8,18 +8,17 @@ next run. ``--help`` shows the commands with examples; ``rollout.md`` is the run
 section 1 the table of exit codes.
 
 Every value of the command line is checked before any file is read (exit 2). ``--phase``
-names ``flags/<phase>.flagd.json`` of the repository checkout the current folder is in;
-outside a checkout it names the copy installed with the package, which is read, never
-written.
+names ``flags/<phase>.flagd.json`` of the repository checkout the current folder is in (a
+folder holding ``flags/`` and ``ai_agent_handler/``); outside a checkout it names the copy
+installed with the package, which is read, never written. Errors end the command through
+one table (:data:`._cli_base.EXIT_CODES`), their ``options`` named as this command's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -29,9 +28,7 @@ from typing import Any, Literal, NoReturn
 
 from .. import _aws
 from ..exceptions import (
-    ConflictError,
     FlagConfigError,
-    FlagEditError,
     FlagFileError,
     PartitionKeyError,
     StoreError,
@@ -40,37 +37,26 @@ from ..flag_file import default_provider
 from ..flag_file.document import parse
 from ..partition_key import validate_id
 from ..settings import PHASES
-from . import cli_ramp, cli_retire, edits
+from . import cli_ramp, cli_retire, edits, times
 from ._cli_base import (
     ACTOR_ENV,
-    EXIT_CONFLICT,
     EXIT_ERROR,
-    EXIT_INVALID,
-    EXIT_NOT_DONE,
     EXIT_OK,
-    EXIT_TIMEOUT,
     EXIT_USAGE,
     PROG,
     CliError,
     actor,
+    exit_code,
     location,
     printable,
+    with_options,
 )
+from ._cli_base import EXIT_CONFLICT as EXIT_CONFLICT  # the exit codes, all in one place
+from ._cli_base import EXIT_INVALID as EXIT_INVALID
+from ._cli_base import EXIT_NOT_DONE as EXIT_NOT_DONE
+from ._cli_base import EXIT_TIMEOUT as EXIT_TIMEOUT
 from .explain import explain
-from .store import Change, Edit, FlagStore, Snapshot, commit, open_store, seed
-
-__all__ = [
-    "COMMANDS",
-    "EXIT_CONFLICT",
-    "EXIT_ERROR",
-    "EXIT_INVALID",
-    "EXIT_NOT_DONE",
-    "EXIT_OK",
-    "EXIT_TIMEOUT",
-    "EXIT_USAGE",
-    "build_parser",
-    "main",
-]
+from .store import Change, Edit, FlagStore, commit, open_store, seed
 
 #: The subcommands, and those that write.
 COMMANDS = (
@@ -248,14 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _seconds(text: str) -> float:
-    # float() takes "nan" and "inf": a lock wait must end, and cannot be negative.
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
+        return times.parse_duration(text, plain_seconds=True)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _percent(text: str) -> int:
@@ -389,8 +371,8 @@ def _check_command_line(args: argparse.Namespace) -> None:
 
 Origin = Literal["file", "checkout", "installed"]
 
-#: The project name in a checkout's pyproject.toml, normalised (PEP 503).
-_PROJECT = "ai-agent-handler"
+#: This package's folder: installed (not in a checkout), nothing writes in it.
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -406,29 +388,9 @@ class _Target:
         return f" ({INSTALLED_NOTE})" if self.origin == "installed" else ""
 
 
-def _project_name(pyproject: Path) -> str | None:
-    """``name`` of the ``[project]`` table of a pyproject.toml, normalised; None if none."""
-    try:
-        text = pyproject.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    table: str | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]\s*(#.*)?", stripped)
-        if header:
-            table = header.group(1)
-            continue
-        if table == "project":
-            found = re.match(r"""name\s*=\s*(["'])([^"']+)\1""", stripped)
-            if found:
-                return re.sub(r"[-_.]+", "-", found.group(2)).lower()
-    return None
-
-
 def _is_checkout(directory: Path) -> bool:
-    """A checkout of this repository: its pyproject.toml names this project."""
-    return _project_name(directory / "pyproject.toml") == _PROJECT
+    """A checkout of this repository: ``flags/`` beside the package's source."""
+    return (directory / "flags").is_dir() and (directory / _PACKAGE.name / "__init__.py").is_file()
 
 
 def _checkout_file(phase: str) -> Path | None:
@@ -437,9 +399,8 @@ def _checkout_file(phase: str) -> Path | None:
         here = Path.cwd()
     except OSError:  # the current folder was removed
         return None
-    name = f"{phase}.flagd.json"
     for directory in (here, *here.parents):
-        candidate = directory / "flags" / name
+        candidate = directory / "flags" / f"{phase}.flagd.json"
         if candidate.is_file() and _is_checkout(directory):
             return candidate
     return None
@@ -457,12 +418,6 @@ def _phase_target(phase: str) -> _Target:
         raise CliError(str(err), EXIT_ERROR) from err
     in_checkout = shipped.parent.name == "flags" and _is_checkout(shipped.parent.parent)
     return _Target(phase, str(shipped), "checkout" if in_checkout else "installed")
-
-
-def _installed_package() -> Path | None:
-    """The folder of this installed package; None when it is a checkout's (editable)."""
-    package = Path(__file__).resolve().parent.parent
-    return None if _is_checkout(package.parent) else package
 
 
 def _targets(args: argparse.Namespace) -> list[_Target]:
@@ -495,37 +450,27 @@ def _write_target(args: argparse.Namespace) -> _Target:
             "or use --file PATH",
             EXIT_USAGE,
         )
-    package = _installed_package()
-    if package is not None and not _aws.is_s3_uri(target.source):
-        resolved = Path(os.path.realpath(target.source))
-        if resolved.is_relative_to(package):
-            raise CliError(
-                f"{target.source} is inside the installed package ({package}); writes never "
-                "go there: edit flags/<phase>.flagd.json in a checkout of the repository, or "
-                "a live file with --file PATH",
-                EXIT_USAGE,
-            )
+    installed = not _is_checkout(_PACKAGE.parent)
+    local = not _aws.is_s3_uri(target.source)
+    if installed and local and Path(target.source).resolve().is_relative_to(_PACKAGE):
+        raise CliError(
+            f"{target.source} is inside the installed package ({_PACKAGE}); writes never go "
+            "there: edit flags/<phase>.flagd.json in a checkout of the repository, or a live "
+            "file with --file PATH",
+            EXIT_USAGE,
+        )
     return target
 
 
 def _store(args: argparse.Namespace, source: str) -> FlagStore:
-    try:
-        return open_store(source, audit_log=args.audit_log, lock_timeout=args.lock_timeout)
-    except FlagConfigError as err:  # a malformed s3:// URI
-        raise CliError(str(err), EXIT_USAGE) from err
+    return open_store(source, audit_log=args.audit_log, lock_timeout=args.lock_timeout)
 
 
-def _read_valid(store: FlagStore) -> tuple[Snapshot, dict[str, Any]]:
-    try:
-        snapshot = store.read()
-    except StoreError as err:
-        raise CliError(str(err), EXIT_ERROR) from err
+def _read_valid(store: FlagStore) -> dict[str, Any]:
+    snapshot = store.read()
     if snapshot.data is None:
-        raise CliError(f"{store.source}: no such file", EXIT_ERROR)
-    try:
-        return snapshot, parse(snapshot.data, source=store.source)
-    except FlagFileError as err:
-        raise CliError(str(err), EXIT_INVALID) from err
+        raise StoreError(f"{store.source}: no such file")
+    return parse(snapshot.data, source=store.source)
 
 
 # -- read-only commands ---------------------------------------------------------------------
@@ -552,17 +497,11 @@ def _file_row(args: argparse.Namespace, target: _Target) -> tuple[dict[str, Any]
                 row["hint"] = shlex.join(
                     [PROG, "--file", source, "seed", "--from", phase or "PHASE"]
                 )
-            raise CliError(f"{source}: no such file", EXIT_ERROR)
+            raise StoreError(f"{source}: no such file")
         doc = parse(snapshot.data, source=source)
-    except FlagFileError as err:
-        row.update(error=str(err), problems=list(err.problems))
-        return row, EXIT_INVALID
-    except StoreError as err:
-        row["error"] = str(err)
-        return row, EXIT_ERROR
-    except CliError as err:
-        row["error"] = str(err)
-        return row, err.code
+    except (FlagFileError, StoreError, FlagConfigError) as err:
+        row.update(error=str(err), problems=list(getattr(err, "problems", [])))
+        return row, exit_code(err) or EXIT_ERROR
     row.update(
         phase=target.phase or edits.phase_of(doc, source),
         valid=True,
@@ -672,12 +611,9 @@ def _validate(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     target = _one_target(args)
     source = target.source
-    _, doc = _read_valid(_store(args, source))
+    doc = _read_valid(_store(args, source))
     phase = target.phase or edits.phase_of(doc, source)
-    try:
-        said = explain(source, doc, args.endpoint, args.part_id, phase)
-    except PartitionKeyError as err:
-        raise CliError(str(err), EXIT_USAGE) from err
+    said = explain(source, doc, args.endpoint, args.part_id, phase)
     result = {"source": said.pop("source"), "phase": said.pop("phase"), "origin": target.origin}
     result.update(said)
     if args.json:
@@ -702,33 +638,19 @@ def _explain(args: argparse.Namespace, out: Callable[[str], None]) -> int:
 # -- changes ----------------------------------------------------------------------------------
 
 
-def _changing(work: Callable[[], Change]) -> Change:
-    """Run a change, its errors as exit codes."""
-    try:
-        return work()
-    except ConflictError as err:
-        raise CliError(str(err), EXIT_CONFLICT) from err
-    except StoreError as err:
-        raise CliError(str(err), EXIT_ERROR) from err
-    except (FlagFileError, FlagEditError) as err:
-        raise CliError(str(err), EXIT_INVALID) from err
-
-
 def _change(args: argparse.Namespace, out: Callable[[str], None], label: str, edit: Edit) -> int:
     target = _write_target(args)
     store = _store(args, target.source)
     rollback = args.command == "rollback"
-    change = _changing(
-        lambda: commit(
-            store,
-            edit,
-            command=label,
-            actor=actor(),
-            reason=args.reason,
-            phase=target.phase,
-            repair=rollback,
-            create=rollback and bool(getattr(args, "create", False)),
-        )
+    change = commit(
+        store,
+        edit,
+        command=label,
+        actor=actor(),
+        reason=args.reason,
+        phase=target.phase,
+        repair=rollback,
+        create=rollback and bool(getattr(args, "create", False)),
     )
     warnings = _look_alikes(args, change)
     return _report(args, out, target, change, warnings=warnings)
@@ -755,21 +677,15 @@ def _seed(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     target = _write_target(args)
     origin = args.seed_from
     source = _phase_target(origin) if origin in PHASES else _Target(None, origin, "file")
-    _, document = _read_valid(_store(args, source.source))
+    document = _read_valid(_store(args, source.source))
     notes = []
     named = edits.phase_of(None, target.source)
     says = edits.phase_of(document, None)
     if named and says and named != says:
         notes.append(f"the source is a {says} file; the file name says {named}")
     store = _store(args, target.source)
-    change = _changing(
-        lambda: seed(
-            store,
-            document,
-            command=f"seed --from {origin}",
-            actor=actor(),
-            reason=args.reason,
-        )
+    change = seed(
+        store, document, command=f"seed --from {origin}", actor=actor(), reason=args.reason
     )
     return _report(args, out, target, change, warnings=notes, seeded_from=origin)
 
@@ -788,7 +704,7 @@ def _report(
     for warning in warnings:
         print(f"{PROG}: note: {printable(warning)}", file=sys.stderr, flush=True)
     if args.json:
-        body = change.to_json()
+        body = times.as_json(change)
         body.update(origin=target.origin, restore=restore_lines)
         body["notes"] = [*body["notes"], *warnings]
         if seeded_from is not None:
@@ -879,10 +795,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --json output is JSON (ASCII, every control character escaped); the human lines
         # carry ids and paths from files and command lines: escaped for the terminal.
         return _run(args, lambda line: print(line if args.json else printable(line), flush=True))
-    except CliError as err:
-        return _fail(str(err), err.code, want_json)
-    except FlagEditError as err:
-        return _fail(str(err), EXIT_INVALID, want_json)
+    except Exception as err:
+        code = exit_code(err)
+        if code is None:
+            raise
+        return _fail(with_options(err), code, want_json)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_ERROR, want_json)
     except SystemExit as exc:  # --help and argparse's own exits

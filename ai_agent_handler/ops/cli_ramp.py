@@ -16,34 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..exceptions import ConflictError, FlagEditError, FlagFileError, StoreError
-from ._cli_base import (
-    EXIT_CONFLICT,
-    EXIT_ERROR,
-    EXIT_INVALID,
-    EXIT_NOT_DONE,
-    EXIT_OK,
-    EXIT_TIMEOUT,
-    EXIT_USAGE,
-    PROG,
-    CliError,
-    actor,
-)
-from .cloudwatch import METRICS_NAMESPACE, MetricsError
-from .ramp import (
-    RampError,
-    RampState,
-    format_duration,
-    next_tick,
-    parse_duration,
-    parse_steps,
-    shown_percent,
-    step_label,
-)
+from ..exceptions import FlagFileError, MetricsError, RampError, StoreError
+from ..metrics import METRICS_NAMESPACE
+from . import times
+from ._cli_base import EXIT_NOT_DONE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, PROG, CliError, actor
+from .ramp import RampState, next_tick, parse_steps, shown_percent, step_label
 from .ramp_control import Current, Outcome, Ramp
 from .store import FlagStore
-
-__all__ = ["RAMP_COMMANDS", "add_parser", "run"]
 
 RAMP_COMMANDS = ("start", "tick", "run", "status", "pause", "resume", "abort", "promote")
 
@@ -66,8 +45,8 @@ pauses; too little data or unreadable metrics hold. A flag edit the ramp did not
 
 def _duration(text: str) -> float:
     try:
-        return parse_duration(text)
-    except RampError as err:
+        return times.parse_duration(text)
+    except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
@@ -180,7 +159,7 @@ def add_parser(
         parser.add_argument(
             "--interval",
             type=_duration,
-            default=parse_duration("30s" if name == "status" else "1m"),
+            default=30.0 if name == "status" else 60.0,
             metavar="DURATION",
             help="how often to look (status: 30s, run: 1m)",
         )
@@ -208,41 +187,29 @@ def run(args: argparse.Namespace, out: Out, store: FlagStore) -> int:
     """Run ``ramp <command>`` on the flag file of ``store``."""
     ramp = Ramp(store, actor=actor())
     command = args.ramp_command
-    try:
-        if command == "status":
-            return _status(ramp, args, out)
-        if command == "run":
-            return _run_loop(ramp, args, out)
-        dry = bool(getattr(args, "dry_run", False))
-        if command == "start":
-            outcome = ramp.start(
-                steps=args.steps,
-                bake=args.bake,
-                alarms=tuple(dict.fromkeys(args.alarm)),
-                min_decisions=args.min_decisions,
-                tolerance=args.tolerance,
-                namespace=args.namespace,
-                phase=args.metrics_phase,
-                reason=args.reason,
-                dry_run=dry,
-            )
-        elif command == "tick":
-            outcome = ramp.tick(dry_run=dry)
-        elif command == "resume":
-            outcome = ramp.resume(reason=args.reason, dry_run=dry, min_decisions=args.min_decisions)
-        else:
-            lever = getattr(ramp, command)
-            outcome = lever(reason=args.reason, dry_run=dry)
-    except RampError as err:
-        raise CliError(str(err), EXIT_INVALID) from err
-    except MetricsError as err:
-        raise CliError(str(err), EXIT_ERROR) from err
-    except ConflictError as err:
-        raise CliError(str(err), EXIT_CONFLICT) from err
-    except StoreError as err:
-        raise CliError(str(err), EXIT_ERROR) from err
-    except (FlagFileError, FlagEditError) as err:
-        raise CliError(str(err), EXIT_INVALID) from err
+    if command == "status":
+        return _status(ramp, args, out)
+    if command == "run":
+        return _run_loop(ramp, args, out)
+    dry = bool(getattr(args, "dry_run", False))
+    if command == "start":
+        outcome = ramp.start(
+            steps=args.steps,
+            bake=args.bake,
+            alarms=tuple(dict.fromkeys(args.alarm)),
+            min_decisions=args.min_decisions,
+            tolerance=args.tolerance,
+            namespace=args.namespace,
+            phase=args.metrics_phase,
+            reason=args.reason,
+            dry_run=dry,
+        )
+    elif command == "tick":
+        outcome = ramp.tick(dry_run=dry)
+    elif command == "resume":
+        outcome = ramp.resume(reason=args.reason, dry_run=dry, min_decisions=args.min_decisions)
+    else:
+        outcome = getattr(ramp, command)(reason=args.reason, dry_run=dry)
     _report(outcome, args, out, dry_run=dry)
     return EXIT_OK
 
@@ -327,19 +294,16 @@ def status_lines(current: Current, source: str, now: datetime.datetime) -> list[
     alarms = ", ".join(plan.alarms) or "none"
     steps = ",".join(str(s) for s in plan.steps)
     lines.append(
-        f"  steps {steps} % (from {state.start_percent} %), bake {format_duration(plan.bake)}, "
+        f"  steps {steps} % (from {state.start_percent} %), "
+        f"bake {times.format_duration(plan.bake)}, "
         f"alarms: {alarms}, min decisions {plan.min_decisions}, tolerance {plan.tolerance:g}"
     )
     lines.append(
-        f"  started {_iso(state.started)} by {state.started_by}; file last written "
-        f"{_iso(flag.modified)}; flag version {flag.version}; metrics {plan.namespace} "
+        f"  started {times.iso(state.started)} by {state.started_by}; file last written "
+        f"{times.iso(flag.modified)}; flag version {flag.version}; metrics {plan.namespace} "
         f"phase={plan.phase}"
     )
     return lines
-
-
-def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _outcome_code(state: RampState | None) -> int:
@@ -373,7 +337,7 @@ def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
                 waiting = True
                 print(
                     f"{PROG}: waiting for the ramp to end: {state.status}, "
-                    f"{step_label(state)}; looking every {format_duration(args.interval)}",
+                    f"{step_label(state)}; looking every {times.format_duration(args.interval)}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -386,7 +350,8 @@ def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
 
 def _timed_out(timeout: float) -> int:
     print(
-        f"{PROG}: timed out after {format_duration(timeout)}: the ramp is still running (exit 6)",
+        f"{PROG}: timed out after {times.format_duration(timeout)}: the ramp is still running "
+        "(exit 6)",
         file=sys.stderr,
     )
     return EXIT_TIMEOUT

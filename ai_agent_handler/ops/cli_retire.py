@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import FlagConfigError, StoreError
+from ..metrics import METRICS_NAMESPACE
 from ..settings import check_phase
 from ._cli_base import (
     EXIT_ERROR,
@@ -28,14 +29,11 @@ from ._cli_base import (
     location,
     printable,
 )
-from .cloudwatch import METRICS_NAMESPACE
 from .retire import MAX_DAYS, REFERENCES_KEPT, Report, retire_check
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_s3 import S3Client
-
-__all__ = ["add_parser", "check_usage", "run"]
 
 Out = Callable[[str], None]
 

@@ -22,24 +22,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from .. import _aws
 from ..exceptions import MetricsError
 from ..metrics import METRICS_NAMESPACE
+from . import times
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
-
-__all__ = [
-    "KEY_SCHEMES",
-    "METRICS_NAMESPACE",
-    "MetricsError",
-    "Window",
-    "alarm_states",
-    "counter_sums",
-    "period_for",
-]
 
 KEY_SCHEMES = ("composite", "legacy")
 
@@ -59,13 +48,6 @@ class Window:
     @property
     def seconds(self) -> float:
         return (self.end - self.start).total_seconds()
-
-    def to_json(self) -> dict[str, str]:
-        return {"start": _iso(self.start), "end": _iso(self.end)}
-
-
-def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def period_for(window: Window, now: datetime.datetime) -> int:
@@ -98,7 +80,7 @@ def counter_sums(
     Raises :class:`MetricsError` when a read fails, or when ``deadline`` (a
     ``time.monotonic()`` value) has passed before the next read.
     """
-    period = period_for(window, now or datetime.datetime.now(datetime.timezone.utc))
+    period = period_for(window, now or times.utcnow())
     sums: dict[str, dict[str, float]] = {}
     for metric in metrics:
         per_scheme = sums.setdefault(metric, {})
@@ -121,10 +103,10 @@ def counter_sums(
                     Period=period,
                     Statistics=["Sum"],
                 )
-            except (ClientError, BotoCoreError) as err:
+            except _aws.ERRORS as err:
                 raise MetricsError(
                     f"cannot read {namespace}/{metric} (phase={phase}, key_scheme={scheme}) "
-                    f"from CloudWatch: {_describe(err)}"
+                    f"from CloudWatch: {_aws.describe(err)}"
                 ) from err
             per_scheme[scheme] = float(sum(p.get("Sum", 0.0) for p in response["Datapoints"]))
     return sums
@@ -152,10 +134,6 @@ def alarm_states(client: CloudWatchClient, names: Sequence[str]) -> dict[str, st
             for alarm in alarms:
                 if alarm.get("AlarmName") in found:
                     found[str(alarm["AlarmName"])] = str(alarm.get("StateValue"))
-    except (ClientError, BotoCoreError) as err:
-        raise MetricsError(f"cannot read the alarms from CloudWatch: {_describe(err)}") from err
+    except _aws.ERRORS as err:
+        raise MetricsError(f"cannot read the alarms from CloudWatch: {_aws.describe(err)}") from err
     return found
-
-
-def _describe(err: ClientError | BotoCoreError) -> str:
-    return _aws.describe(err) if isinstance(err, ClientError) else str(err)

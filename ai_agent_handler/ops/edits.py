@@ -32,36 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal, TypeGuard
 
-from ..decision import COMPOSITE, FLAG_KEY, LEGACY, VARIANTS
+from ..decision import COMPOSITE, LEGACY, VARIANTS
 from ..exceptions import FlagEditError, PartitionKeyError
 from ..flag_file.document import MAX_DEPTH, SCHEMA, too_deep, validate
 from ..partition_key import validate_id
-from ..settings import PHASES
-
-__all__ = [
-    "SEED",
-    "RolloutState",
-    "StateKind",
-    "allow",
-    "bump_version",
-    "canonical_targeting",
-    "did_you_mean",
-    "disallow",
-    "fresh_document",
-    "loose_document",
-    "loose_version",
-    "names",
-    "phase_of",
-    "read_state",
-    "rebuild_legacy",
-    "restore_commands",
-    "rollback",
-    "set_everywhere",
-    "set_percent",
-    "spelled_like",
-    "version_of",
-    "with_version",
-]
+from ..settings import FLAG_KEY, PHASES
 
 FLAG_SET_ID = "ai_agent_handler"
 
@@ -204,43 +179,25 @@ def canonical_targeting(allowed: Sequence[str], percent: int) -> dict[str, Any]:
 
 def _parse_canonical(targeting: object) -> tuple[list[str], int] | None:
     """``(allowed, percent)`` when ``targeting`` is the canonical shape, else None."""
-    if not isinstance(targeting, Mapping) or list(targeting) != ["if"]:
+    try:
+        allowed = targeting["if"][0]["in"][1]  # type: ignore[index]
+        percent = targeting["if"][2]["fractional"][1][1]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
         return None
-    branches = targeting["if"]
-    if not isinstance(branches, list) or len(branches) != 3 or branches[1] != COMPOSITE:
-        return None
-    condition, _, otherwise = branches
-    if not isinstance(condition, Mapping) or list(condition) != ["in"]:
-        return None
-    operands = condition["in"]
-    if (
-        not isinstance(operands, list)
-        or len(operands) != 2
-        or operands[0] != {"var": "endpoint_id"}
-        or not isinstance(operands[1], list)
-        or not all(isinstance(e, str) for e in operands[1])
-    ):
-        return None
-    if not isinstance(otherwise, Mapping) or list(otherwise) != ["fractional"]:
-        return None
-    fractional = otherwise["fractional"]
-    if not isinstance(fractional, list) or len(fractional) != 3 or fractional[0] != SEED:
-        return None
-    first, second = fractional[1], fractional[2]
     if not (
-        isinstance(first, list)
-        and isinstance(second, list)
-        and len(first) == 2
-        and len(second) == 2
-        and first[0] == COMPOSITE
-        and second[0] == LEGACY
-        and _is_int(first[1])
-        and _is_int(second[1])
-        and first[1] + second[1] == TOTAL_WEIGHT
-        and 0 <= first[1] <= TOTAL_WEIGHT
+        isinstance(allowed, list)
+        and all(isinstance(endpoint, str) for endpoint in allowed)
+        and _is_int(percent)
+        and 0 <= percent <= TOTAL_WEIGHT
     ):
         return None
-    return list(operands[1]), int(first[1])
+    # The same JSON, to the type of every value: a weight 95.0 or true is not canonical.
+    same = _canonical_json(targeting) == _canonical_json(canonical_targeting(allowed, percent))
+    return (list(allowed), percent) if same else None
+
+
+def _canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _is_int(value: object) -> TypeGuard[int]:

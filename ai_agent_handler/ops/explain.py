@@ -13,10 +13,9 @@ from typing import Any
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
-from ..decision import FLAG_KEY, decide, evaluation_context
+from ..decision import decide, evaluation_context
+from ..settings import FLAG_KEY
 from . import edits
-
-__all__ = ["composite_from", "explain"]
 
 # A private domain: explaining never disturbs the handler's own provider.
 _EXPLAIN_DOMAIN = "ai_agent_handler.ops.explain"

@@ -40,40 +40,13 @@ import datetime
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from ..exceptions import RampError
+from . import times
 from .cloudwatch import Window
-
-__all__ = [
-    "COUNTERS",
-    "FAILURES",
-    "MAX_BAKE",
-    "METADATA_KEY",
-    "Action",
-    "ActionKind",
-    "Evidence",
-    "FlagView",
-    "Health",
-    "Plan",
-    "RampError",
-    "RampState",
-    "Status",
-    "Verdict",
-    "content_digest",
-    "decide",
-    "format_duration",
-    "judge",
-    "next_tick",
-    "parse_duration",
-    "parse_steps",
-    "realign",
-    "shown_percent",
-    "step_label",
-]
 
 #: The library's counters a tick reads for the phase (sums per key scheme).
 COUNTERS = ("KeyDecisions", "FlagEvaluationErrors", "LambdaInvokeErrors", "StreamChunksFailed")
@@ -90,30 +63,6 @@ Health = Literal["healthy", "hold", "breach"]
 ActionKind = Literal[
     "none", "start", "advance", "rollback", "pause", "resume", "abort", "promote", "done"
 ]
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+)([smhd])")
-
-
-def parse_duration(text: str) -> float:
-    """``"0s"``, ``"30m"``, ``"2h"``, ``"1d"``, ``"1h30m"`` -> seconds."""
-    cleaned = text.strip().lower()
-    if not cleaned or _DURATION.sub("", cleaned):
-        raise RampError(
-            f"not a duration: {text!r} (expected a number and a unit s, m, h or d: 30m, 2h, 1d)"
-        )
-    return float(sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(cleaned)))
-
-
-def format_duration(seconds: float) -> str:
-    """``5400`` -> ``"1h30m"``; ``0`` -> ``"0s"``."""
-    left = max(0, round(seconds))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if left >= size:
-            parts.append(f"{left // size}{unit}")
-            left %= size
-    return "".join(parts) or "0s"
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -137,10 +86,6 @@ def _checked_steps(steps: list[int], where: str = "") -> tuple[int, ...]:
         if value <= before:
             raise RampError(f"steps must rise: {value} after {before}{where}")
     return tuple(steps)
-
-
-def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def content_digest(doc: Mapping[str, Any]) -> str:
@@ -199,8 +144,7 @@ class RampState:
 
     def encode(self) -> str:
         """The ``metadata.ramp`` string."""
-        data = asdict(self)
-        data["started"] = _iso(self.started)
+        data = times.as_json(self, own_fields=True)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -243,13 +187,13 @@ class RampState:
     def to_json(self, flag: FlagView | None = None) -> dict[str, Any]:
         """The state for ``--json`` output; with ``flag``, when the file was last written
         and, while the ramp runs on the file it wrote, when the step's bake ends."""
-        out: dict[str, Any] = json.loads(self.encode())
+        out: dict[str, Any] = times.as_json(self, own_fields=True)
         out.update(percent=self.percent, steps_total=len(self.plan.steps))
         if flag is not None:
-            out["file_written"] = _iso(flag.modified)
+            out["file_written"] = times.iso(flag.modified)
             if self.status == "running" and flag.digest == self.expects:
                 ends = flag.modified + datetime.timedelta(seconds=self.plan.bake)
-                out["bake_ends"] = _iso(ends)
+                out["bake_ends"] = times.iso(ends)
         return out
 
 
@@ -290,11 +234,10 @@ def _choice(value: object, name: str, allowed: tuple[str, ...]) -> Any:
 
 
 def _time(value: object) -> datetime.datetime:
-    try:
-        moment = datetime.datetime.fromisoformat(_text(value, "started"))
-    except ValueError:
-        raise RampError(f"started is not a time: {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+    moment = times.parse_iso(_text(value, "started"))
+    if moment is None:
+        raise RampError(f"started is not a time: {value!r}")
+    return moment
 
 
 @dataclass(frozen=True)
@@ -319,23 +262,12 @@ class Evidence:
     counters: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     #: The same counters over the span before the ramp started (legacy reference of late
     #: steps); None when not read.
-    baseline: Mapping[str, Mapping[str, float]] | None = None
-    baseline_window: Window | None = None
+    baseline: Mapping[str, Mapping[str, float]] | None = field(
+        default=None, metadata={"omit_none": True}
+    )
+    baseline_window: Window | None = field(default=None, metadata={"omit_none": True})
     #: Why CloudWatch could not be read (then nothing else is known).
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "window": self.window.to_json(),
-            "alarms": dict(self.alarms),
-            "counters": {m: dict(v) for m, v in self.counters.items()},
-        }
-        if self.baseline is not None and self.baseline_window is not None:
-            out["baseline"] = {m: dict(v) for m, v in self.baseline.items()}
-            out["baseline_window"] = self.baseline_window.to_json()
-        if self.error:
-            out["error"] = self.error
-        return out
+    error: str | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)
@@ -344,9 +276,6 @@ class Verdict:
 
     health: Health
     reasons: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"health": self.health, "reasons": list(self.reasons)}
 
 
 def _sum(counters: Mapping[str, Mapping[str, float]], metric: str, scheme: str | None) -> float:
@@ -432,7 +361,7 @@ class Action:
     """What a command does: ``none`` writes nothing; the others write the flag file (its
     percentage and ``metadata.ramp``) once, with one audit record."""
 
-    kind: ActionKind
+    kind: ActionKind = field(metadata={"json": "action"})
     #: The step the file goes to (``advance``, ``rollback``), or the ramp's step.
     step: int
     percent: int
@@ -443,16 +372,6 @@ class Action:
     @property
     def writes(self) -> bool:
         return self.kind != "none"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action": self.kind,
-            "step": self.step,
-            "percent": self.percent,
-            "trigger": self.trigger,
-            "reasons": list(self.reasons),
-            "verdict": self.verdict.to_json() if self.verdict else None,
-        }
 
 
 def decide(
@@ -484,7 +403,7 @@ def decide(
         )
     left = (flag.modified - now).total_seconds() + state.plan.bake
     if left > 0:
-        trigger = f"baking, {format_duration(left)} left"
+        trigger = f"baking, {times.format_duration(left)} left"
         return replace(here, trigger=trigger, reasons=verdict.reasons, verdict=verdict)
     if verdict.health == "hold":
         return replace(here, trigger="holding", reasons=verdict.reasons, verdict=verdict)
@@ -518,7 +437,7 @@ def next_tick(state: RampState, flag: FlagView, now: datetime.datetime) -> str:
     left = (flag.modified - now).total_seconds() + state.plan.bake
     if left > 0:
         ends = flag.modified + datetime.timedelta(seconds=state.plan.bake)
-        return f"bake until {_iso(ends)} ({format_duration(left)} left), then {what}"
+        return f"bake until {times.iso(ends)} ({times.format_duration(left)} left), then {what}"
     return f"bake done: {what}"
 
 

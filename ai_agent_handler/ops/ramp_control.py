@@ -33,13 +33,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError
-
 from .. import _aws
-from ..exceptions import ConflictError, FlagFileError, StoreError
+from ..exceptions import ConflictError, FlagFileError, MetricsError, RampError, StoreError
 from ..flag_file.document import parse
-from . import cloudwatch, edits
-from .cloudwatch import METRICS_NAMESPACE, MetricsError, Window
+from ..metrics import METRICS_NAMESPACE
+from . import cloudwatch, edits, times
+from .cloudwatch import Window
 from .ramp import (
     COUNTERS,
     METADATA_KEY,
@@ -47,7 +46,6 @@ from .ramp import (
     Evidence,
     FlagView,
     Plan,
-    RampError,
     RampState,
     content_digest,
     decide,
@@ -61,8 +59,6 @@ from .store import FlagStore, Snapshot, commit
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
 
-__all__ = ["MAX_CLOCK_SKEW", "METRICS_DEADLINE", "Current", "Outcome", "Ramp"]
-
 Clock = Callable[[], datetime.datetime]
 
 #: Seconds a controller's clock may disagree with the store's before it decides nothing.
@@ -74,10 +70,6 @@ METRICS_DEADLINE = 20.0
 WINDOW_SLACK = datetime.timedelta(seconds=60)
 #: How often an operator's lever tries its write when ticks keep getting in first.
 LEVER_TRIES = 5
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -104,14 +96,10 @@ class Outcome:
     version: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self.action.to_json(),
-            "written": self.written,
-            "version": self.version,
-            "ramp": self.state.to_json() if self.state else None,
-            "evidence": self.evidence.to_json() if self.evidence else None,
-            "notes": list(self.notes),
-        }
+        out: dict[str, Any] = times.as_json(self.action)
+        out.update(written=self.written, version=self.version, notes=list(self.notes))
+        out.update(ramp=times.as_json(self.state), evidence=times.as_json(self.evidence))
+        return out
 
 
 class Ramp:
@@ -129,7 +117,7 @@ class Ramp:
     ) -> None:
         self.store = store
         self.actor = actor
-        self.clock = clock or _utcnow
+        self.clock = clock or times.utcnow
         self.max_clock_skew = max_clock_skew
         self.metrics_deadline = metrics_deadline
         self._cloudwatch = cloudwatch_client
@@ -141,7 +129,7 @@ class Ramp:
         if self._cloudwatch is None:
             try:
                 self._cloudwatch = _aws.cloudwatch_client()
-            except BotoCoreError as err:  # no region configured
+            except _aws.ERRORS as err:  # no region configured
                 raise MetricsError(f"cannot create a CloudWatch client: {err}") from err
         return self._cloudwatch
 
@@ -196,7 +184,7 @@ class Ramp:
             problem = f"{abs(off):.0f} s {'ahead of' if off > 0 else 'behind'} the store's clock"
         if problem:
             raise StoreError(
-                f"this controller's clock ({now.isoformat(timespec='seconds')}) is {problem} "
+                f"this controller's clock ({times.iso(now)}) is {problem} "
                 f"(more than {self.max_clock_skew:g} s); it decides nothing until its clock "
                 "is right (NTP); nothing written"
             )
@@ -275,8 +263,8 @@ class Ramp:
         phase = phase or edits.phase_of(current.doc, source)
         if not phase:
             raise RampError(
-                f"cannot tell the phase of {source} (its metrics dimension): "
-                "pass --metrics-phase NAME"
+                f"cannot tell the phase of {source} (its metrics dimension)",
+                options={"phase": "NAME"},
             )
         plan = Plan(phase, remaining, bake, alarms, min_decisions, tolerance, namespace)
         states = cloudwatch.alarm_states(self.cloudwatch, alarms) if alarms else {}
@@ -524,9 +512,9 @@ def _details(state: RampState | None, action: Action, evidence: Evidence | None)
     if state is not None:
         ramp["from"] = step_label(state)
         ramp["to"] = step_label(state, action.step)
-        ramp["plan"] = state.to_json()["plan"]
+        ramp["plan"] = times.as_json(state.plan)
     if action.verdict is not None:
-        ramp["verdict"] = action.verdict.to_json()
+        ramp["verdict"] = times.as_json(action.verdict)
     if evidence is not None:
-        ramp["evidence"] = evidence.to_json()
+        ramp["evidence"] = times.as_json(evidence)
     return {"ramp": ramp}

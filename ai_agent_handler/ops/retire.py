@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -47,47 +46,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from .. import _aws
-from ..decision import FLAG_KEY
-from ..exceptions import AIAgentHandlerError, FlagConfigError, FlagFileError, StoreError
+from ..exceptions import (
+    AIAgentHandlerError,
+    FlagConfigError,
+    FlagFileError,
+    MetricsError,
+    StoreError,
+)
 from ..flag_file.document import parse
+from ..metrics import METRICS_NAMESPACE
 from ..receiver import LEGACY_FALLBACK_HITS, LEGACY_FALLBACK_READS, RECEIVER_READS
-from ..settings import PHASES
-from . import cloudwatch, edits
-from .cloudwatch import METRICS_NAMESPACE, MetricsError, Window
-from .store import LocalFileStore, open_store
+from ..settings import FLAG_KEY, PHASES
+from . import audit, cloudwatch, edits, times
+from .cloudwatch import Window
+from .store import open_store
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_s3 import S3Client
-
-__all__ = [
-    "CHECKS",
-    "CODE_PATTERNS",
-    "MAX_DAYS",
-    "NO_PHASE",
-    "REFERENCES_KEPT",
-    "SKIPPED_FOLDERS",
-    "Check",
-    "CodeScan",
-    "Counters",
-    "FileReading",
-    "LastChange",
-    "Report",
-    "Result",
-    "judge_code",
-    "judge_decisions",
-    "judge_files",
-    "judge_quiet",
-    "judge_receivers",
-    "read_counters",
-    "read_flag_file",
-    "read_last_change",
-    "retire_check",
-    "scan_code",
-]
 
 Result = Literal["pass", "fail", "unknown", "error", "info"]
 
@@ -155,13 +132,7 @@ def _worst(results: Iterable[Result]) -> Result:
 
 
 def _iso(moment: datetime.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _utc(moment: datetime.datetime) -> datetime.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+    return None if moment is None else times.iso(moment)
 
 
 def _count(value: float) -> str:
@@ -176,14 +147,6 @@ class Check:
     result: Result
     detail: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "result": self.result,
-            "detail": self.detail,
-            "evidence": dict(self.evidence),
-        }
 
 
 @dataclass(frozen=True)
@@ -209,11 +172,7 @@ class Report:
         return tuple(check for check in self.checks if check.result == "error")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ready": self.ready,
-            "days": self.days,
-            "checks": [check.to_json() for check in self.checks],
-        }
+        return {"ready": self.ready, "days": self.days, "checks": times.as_json(self.checks)}
 
 
 # -- files: composite for every endpoint --------------------------------------------------------
@@ -225,22 +184,12 @@ class FileReading:
 
     source: str
     kind: str | None = None
-    description: str | None = None
+    description: str | None = field(default=None, metadata={"json": "state"})
     version: int | None = None
     #: The file answered, but not with a usable flag (missing, invalid).
     problem: str | None = None
     #: The file could not be read.
     error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "kind": self.kind,
-            "state": self.description,
-            "version": self.version,
-            "problem": self.problem,
-            "error": self.error,
-        }
 
 
 def read_flag_file(source: str, *, s3_client: S3Client | None = None) -> FileReading:
@@ -281,7 +230,7 @@ def _judge_file(phase: str, role: str, reading: FileReading) -> tuple[Result, st
 
 
 def _not_given(phase: str) -> str:
-    return f"no --live given for {phase}; `--live {phase}=none` if that fleet has no live file"
+    return f"the live file of {phase} was not named (name none if that fleet has no live file)"
 
 
 def judge_files(
@@ -306,8 +255,8 @@ def judge_files(
         phases[phase] = {
             "result": result,
             "detail": "; ".join(failing) or f"{phase}: composite everywhere",
-            "shipped": shipped[phase].to_json(),
-            "live": live_reading.to_json() if live_reading is not None else None,
+            "shipped": times.as_json(shipped[phase]),
+            "live": times.as_json(live_reading),
             "live_given": phase in live,
         }
         problems += failing
@@ -359,84 +308,32 @@ def read_last_change(
         found = _local_last_change(source)
     if audit_log is not None and found.error is None and not found.missing:
         try:
-            shared = _newest_record(Path(audit_log), _names(source))
+            shared = _newest_in_log(Path(audit_log), audit.names(source))
         except OSError as err:
             why = f"cannot read {audit_log}: {err.strerror or err}"
             return dataclasses.replace(found, audit_error=why)
         known = [moment for moment in (found.audited, shared) if moment is not None]
-        found = dataclasses.replace(found, audited=max(known) if known else None)
+        found = dataclasses.replace(found, audited=max(known, default=None))
     return found
 
 
-def _names(source: str) -> Callable[[object], bool]:
-    """Whether an audit record's ``file`` names ``source``."""
-    resolved = None if _aws.is_s3_uri(source) else os.path.realpath(source)
-
-    def names(named: object) -> bool:
-        if not isinstance(named, str):
-            return False
-        if named == source:
-            return True
-        if resolved is None:
-            return _aws.is_s3_uri(named) and named.lower() == source.lower()
-        return not _aws.is_s3_uri(named) and os.path.realpath(named) == resolved
-
-    return names
+def _newest_in_log(log: Path, belongs: Callable[[object], bool] | None) -> datetime.datetime | None:
+    return audit.newest_time(audit.read_log(log, belongs, tail=_AUDIT_TAIL))
 
 
 def _local_last_change(source: str) -> LastChange:
     try:
-        modified = datetime.datetime.fromtimestamp(
-            os.stat(source).st_mtime, tz=datetime.timezone.utc
-        )
+        modified = times.from_timestamp(os.stat(source).st_mtime)
     except FileNotFoundError:
         return LastChange(source, missing=True)
     except OSError as err:
         return LastChange(source, error=f"cannot stat {source}: {err.strerror or err}")
-    log = LocalFileStore(source, lock_timeout=0.0).default_audit_path
+    log = audit.log_path(source)
     try:
-        audited = _newest_record(log, None)
+        audited = _newest_in_log(log, None)
     except OSError as err:
         return LastChange(source, modified, audit_error=f"cannot read {log}: {err.strerror or err}")
     return LastChange(source, modified, audited)
-
-
-def _newest_record(log: Path, belongs: Callable[[object], bool] | None) -> datetime.datetime | None:
-    """The newest ``time`` of the records at the end of a JSON-lines audit log (of the file
-    ``belongs`` accepts); None when the log does not exist or names no time."""
-    try:
-        with open(log, "rb") as handle:
-            start = max(0, handle.seek(0, os.SEEK_END) - _AUDIT_TAIL)
-            handle.seek(start)
-            lines = handle.read().splitlines()
-    except FileNotFoundError:
-        return None
-    if start:
-        lines = lines[1:]  # cut off by the tail
-    newest: datetime.datetime | None = None
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        if belongs is not None and not belongs(record.get("file")):
-            continue
-        moment = _parse_time(record.get("time"))
-        if moment is not None and (newest is None or moment > newest):
-            newest = moment
-    return newest
-
-
-def _parse_time(value: object) -> datetime.datetime | None:
-    if not isinstance(value, str):
-        return None
-    text = value[:-1] + "+00:00" if value.endswith("Z") else value
-    try:
-        return _utc(datetime.datetime.fromisoformat(text))
-    except ValueError:
-        return None
 
 
 def _s3_last_change(source: str, client: S3Client | None) -> LastChange:
@@ -444,38 +341,17 @@ def _s3_last_change(source: str, client: S3Client | None) -> LastChange:
     try:
         client = client or _aws.s3_client()
         head = client.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
+    except _aws.ERRORS as err:
         if _aws.error_code(err) in _aws.NOT_FOUND:
             return LastChange(source, missing=True)
         return LastChange(source, error=f"cannot read {source}: {_aws.describe(err)}")
-    except BotoCoreError as err:
-        return LastChange(source, error=f"cannot read {source}: {err}")
-    modified = _utc(head["LastModified"])
-    prefix = f"{key}.audit/"
-    audited: datetime.datetime | None = None
+    modified = times.utc(head["LastModified"])
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for item in page.get("Contents", []):
-                moment = item.get("LastModified")
-                if moment is not None and (audited is None or _utc(moment) > audited):
-                    audited = _utc(moment)
-    except (ClientError, BotoCoreError) as err:
-        why = _aws.describe(err) if isinstance(err, ClientError) else str(err)
-        return LastChange(
-            source, modified, audit_error=f"cannot list s3://{bucket}/{prefix}: {why}"
-        )
+        audited = audit.newest_time(audit.s3_entries(client, bucket, key))
+    except _aws.ERRORS as err:
+        why = f"cannot list s3://{bucket}/{key}.audit/: {_aws.describe(err)}"
+        return LastChange(source, modified, audit_error=why)
     return LastChange(source, modified, audited)
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 60:
-        return "less than a minute"
-    if seconds < 3600:
-        return f"{max(seconds, 0) / 60:.0f} minutes"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.0f} hours"
-    return f"{seconds / 86400:.0f} days"
 
 
 def judge_quiet(
@@ -507,7 +383,7 @@ def judge_quiet(
         elif last > since:
             result = "fail"
             detail = (
-                f"{change.source} changed {_ago((now - last).total_seconds())} ago "
+                f"{change.source} changed {times.ago((now - last).total_seconds())} ago "
                 f"({_iso(last)}): quiet from {_iso(last + datetime.timedelta(days=days))}"
             )
         else:
@@ -580,7 +456,7 @@ def read_counters(
     found: dict[str, Counters] = {}
     try:
         reader = client or _aws.cloudwatch_client()
-    except BotoCoreError as err:  # no region configured
+    except _aws.ERRORS as err:  # no region configured
         why = f"cannot create a CloudWatch client: {err}"
         return {phase: Counters(error=why) for phase in phases}
     for at, phase in enumerate(phases):
@@ -601,10 +477,6 @@ def read_counters(
     return found
 
 
-def _phase_list(parts: Mapping[str, str]) -> str:
-    return ", ".join(f"{phase} {text}" for phase, text in parts.items())
-
-
 def judge_decisions(
     counters: Mapping[str, Counters],
     *,
@@ -616,52 +488,35 @@ def judge_decisions(
 
     Handlers without a phase (``none``) block with legacy decisions or errors only.
     """
-    phases: dict[str, Any] = {}
-    for phase, found in counters.items():
-        entry: dict[str, Any] = found.of(DECISION_METRICS)
-        result: Result
-        decided = found.total(KEY_DECISIONS)
+
+    def judge(phase: str, found: Counters) -> tuple[Result, str]:
         legacy = found.total(KEY_DECISIONS, "legacy")
         errors = found.total(FLAG_EVALUATION_ERRORS)
-        problems: list[str] = []
-        if found.error is not None:
-            result, detail = "error", found.error
-        else:
-            if legacy:
-                problems.append(
-                    f"{_count(legacy)} legacy decision(s) ("
-                    + (
-                        "handlers without ROLLOUT_PHASE"
-                        if phase == NO_PHASE
-                        else "an endpoint still legacy, or runs without part_id"
-                    )
-                    + ")"
-                )
-            if errors:
-                problems.append(f"{_count(errors)} flag evaluation error(s)")
-            if problems:
-                result, detail = "fail", "; ".join(problems)
-            elif not decided and phase != NO_PHASE:
-                result = "unknown"
-                detail = (
-                    f"no decisions reported in {days} days: are the EMF metrics reaching "
-                    "CloudWatch?"
-                )
-            else:
-                result, detail = "pass", f"{_count(decided)} composite decision(s)"
-        entry.update(result=result, detail=detail)
-        phases[phase] = entry
-    result = _worst(entry["result"] for entry in phases.values())
-    if result == "pass":
-        decided_in = {p: _count(counters[p].total(KEY_DECISIONS)) for p in phases if p != NO_PHASE}
-        detail = (
-            f"no legacy key and no flag evaluation error in {days} days; composite "
-            f"decisions: {_phase_list(decided_in)}"
-        )
-    else:
-        detail = _problems(phases)
-    evidence = {"namespace": namespace, "window": window.to_json(), "phases": phases}
-    return Check("decisions", result, detail, evidence)
+        problems = []
+        if legacy:
+            why = (
+                "handlers without ROLLOUT_PHASE"
+                if phase == NO_PHASE
+                else ("an endpoint still legacy, or runs without part_id")
+            )
+            problems.append(f"{_count(legacy)} legacy decision(s) ({why})")
+        if errors:
+            problems.append(f"{_count(errors)} flag evaluation error(s)")
+        if problems:
+            return "fail", "; ".join(problems)
+        if not found.total(KEY_DECISIONS) and phase != NO_PHASE:
+            return "unknown", (
+                f"no decisions reported in {days} days: are the EMF metrics reaching CloudWatch?"
+            )
+        return "pass", f"{_count(found.total(KEY_DECISIONS))} composite decision(s)"
+
+    decided = _per_phase(counters, KEY_DECISIONS)
+    passed = (
+        f"no legacy key and no flag evaluation error in {days} days; composite decisions: {decided}"
+    )
+    return _judge_counters(
+        "decisions", counters, DECISION_METRICS, judge, passed, window, namespace
+    )
 
 
 def judge_receivers(
@@ -672,43 +527,57 @@ def judge_receivers(
     namespace: str = METRICS_NAMESPACE,
 ) -> Check:
     """Every phase's receivers read, and no read found its item only under the legacy key."""
-    phases: dict[str, Any] = {}
-    for phase, found in counters.items():
-        entry: dict[str, Any] = found.of(RECEIVER_METRICS)
-        result: Result
-        reads = found.total(RECEIVER_READS)
-        hits = found.total(LEGACY_FALLBACK_HITS)
-        if found.error is not None:
-            result, detail = "error", found.error
-        elif hits:
-            result = "fail"
-            detail = f"{_count(hits)} read(s) found their item only under the legacy key"
-        elif not reads and phase != NO_PHASE:
-            result = "unknown"
-            detail = (
+
+    def judge(phase: str, found: Counters) -> tuple[Result, str]:
+        reads, hits = found.total(RECEIVER_READS), found.total(LEGACY_FALLBACK_HITS)
+        if hits:
+            return "fail", f"{_count(hits)} read(s) found their item only under the legacy key"
+        if not reads and phase != NO_PHASE:
+            return "unknown", (
                 f"no receiver reports reads ({RECEIVER_READS} is 0 in {days} days): do the "
                 "receivers count them, and reach CloudWatch?"
             )
-        else:
-            result, detail = "pass", f"{_count(reads)} read(s)"
-        entry.update(result=result, detail=detail)
-        phases[phase] = entry
+        return "pass", f"{_count(reads)} read(s)"
+
+    missed = sum(found.total(LEGACY_FALLBACK_READS) for found in counters.values())
+    also = f"; {_count(missed)} fallback read(s) found nothing under either key (new items)"
+    passed = (
+        f"no read needed the legacy key in {days} days; reads: "
+        f"{_per_phase(counters, RECEIVER_READS)}{also if missed else ''}"
+    )
+    return _judge_counters(
+        "receivers", counters, RECEIVER_METRICS, judge, passed, window, namespace
+    )
+
+
+def _per_phase(counters: Mapping[str, Counters], metric: str) -> str:
+    """``dev 5, staging 7``: a counter's sum in each phase (not handlers without a phase)."""
+    return ", ".join(
+        f"{phase} {_count(found.total(metric))}"
+        for phase, found in counters.items()
+        if phase != NO_PHASE
+    )
+
+
+def _judge_counters(
+    name: str,
+    counters: Mapping[str, Counters],
+    metrics: Sequence[str],
+    judge: Callable[[str, Counters], tuple[Result, str]],
+    passed: str,
+    window: Window,
+    namespace: str,
+) -> Check:
+    """A check of counters: each phase judged (an unread phase is an error), ``passed``
+    when all pass, else the phases that did not."""
+    phases: dict[str, Any] = {}
+    for phase, found in counters.items():
+        result, detail = ("error", found.error) if found.error is not None else judge(phase, found)
+        phases[phase] = {**found.of(metrics), "result": result, "detail": detail}
     result = _worst(entry["result"] for entry in phases.values())
-    if result == "pass":
-        read_in = {p: _count(counters[p].total(RECEIVER_READS)) for p in phases if p != NO_PHASE}
-        missed = sum(found.total(LEGACY_FALLBACK_READS) for found in counters.values())
-        also = (
-            f"; {_count(missed)} fallback read(s) found nothing under either key (new items)"
-            if missed
-            else ""
-        )
-        detail = (
-            f"no read needed the legacy key in {days} days; reads: {_phase_list(read_in)}{also}"
-        )
-    else:
-        detail = _problems(phases)
-    evidence = {"namespace": namespace, "window": window.to_json(), "phases": phases}
-    return Check("receivers", result, detail, evidence)
+    detail = passed if result == "pass" else _problems(phases)
+    evidence = {"namespace": namespace, "window": times.as_json(window), "phases": phases}
+    return Check(name, result, detail, evidence)
 
 
 def _problems(phases: Mapping[str, Mapping[str, Any]]) -> str:
@@ -889,10 +758,6 @@ def judge_code(scan: CodeScan | None) -> Check:
 # -- all of it -----------------------------------------------------------------------------------
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
 def retire_check(
     *,
     days: int,
@@ -912,9 +777,9 @@ def retire_check(
     shipped file; it may raise :class:`~ai_agent_handler.StoreError` or ``OSError``.
     Clients not given are built on first use (boto3's own configuration).
     """
-    now = _utc(now or _utcnow())
+    now = times.utc(now or times.utcnow())
     if s3_client is None and any(s and _aws.is_s3_uri(s) for s in live.values()):
-        with contextlib.suppress(BotoCoreError):  # else each S3 read says why
+        with contextlib.suppress(*_aws.ERRORS):  # else each S3 read says why
             s3_client = _aws.s3_client()  # one client for every S3 read
 
     shipped_files = {phase: _shipped_reading(shipped, phase) for phase in PHASES}

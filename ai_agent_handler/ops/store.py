@@ -2,68 +2,41 @@
 
 ``commit(store, edit, ...)`` holds the store's lock, reads the file, applies a pure edit
 (:mod:`.edits`), gives it the next ``metadata.version``, validates what will be written,
-opens the audit log, writes the file atomically and appends one audit record, and returns a
-:class:`Change` saying what happened. An edit that changes nothing, and a change refused
-before writing (a missing file or folder, an invalid file, an edit that cannot apply), is
-answered before the lock is taken: it writes nothing and creates nothing, not even the lock
-file. ``seed(store, document, ...)`` creates a missing file from a phase file the same way,
-and leaves an existing one alone.
+opens the audit log (:mod:`.audit`), writes the file atomically and appends one audit
+record, and returns a :class:`Change`. What refuses the change (a missing file or folder, an
+invalid file, an edit that cannot apply) and an edit that changes nothing are answered
+before the lock is taken: nothing is written or created, not even the lock file.
 
 **Versions only grow.** The next version is greater than every version the file has had:
-its own (read loosely from a broken file, :func:`.edits.loose_version`) and every version
-its audit records name (the JSON-lines log; on S3 the names of the ``<key>.audit/`` objects,
-which takes ``s3:ListBucket``). A rollback of a broken file, a file copied over the live one
-or a file seeded again after it was deleted continues the sequence a fleet has seen.
+its own (read loosely from a broken file) and every version its audit records name. A
+rollback of a broken file, a file copied over the live one or one seeded again after it was
+deleted continues the sequence a fleet has seen.
 
-The stores are where the file is: a local path or an S3 object. The guarantees an operator
-relies on, per kind of store:
+**A change is audited or not made.** The log is opened before the file is written; when the
+record cannot be kept after the write, the write is undone and the error says the change
+was NOT made (only when the undo fails too, that it is written without its record).
 
-* **Local file.** The file is the *resolved* path (symlinks followed when the store is made):
-  a symlink and its target are one file, with one lock and one audit log. Every change happens
-  under an exclusive ``fcntl.flock`` on ``<resolved file>.lock``, held from the read to the
-  audit record, so two operators never lose each other's change. The new bytes go to this
-  writer's own temporary file in the target's directory (named with host, pid and a random
-  part), are fsynced, renamed over the target with ``os.replace`` (atomic on POSIX) and the
-  directory is fsynced: a reader -- and a crash -- sees the old file or the new one, never a
-  mix, and a symlinked flag file keeps its link. A temporary file left by a writer that died
-  is removed by the next one (this host's when its pid is gone; any host's after an hour).
-  A file that did not exist is created only if it still does not: the complete temp file is
-  hard-linked to the name (``O_EXCL`` on a filesystem without hard links), so of two
-  operators creating it only one succeeds.
-  The audit record is one JSON line appended (and fsynced) to ``<resolved file>.audit.jsonl``.
-* **A shared flag folder.** The lock and audit files are never opened through a symlink
-  (``O_NOFOLLOW``: a symlink there refuses the change), and a file that is not a valid flag
-  file (or a missing one) is never rewritten through a symlink: a repair names the target to
-  run on instead. The lock and audit files are created with the flag file's permission bits
-  and group (and, when root creates them, its owner), whatever the umask; the replaced flag
-  file keeps its mode and group too. Whoever may change the flag file may lock and audit it.
-* **S3 object.** S3 has no locks; the object is read with its ETag and written with
-  ``put_object(IfMatch=<etag>)`` (``IfNoneMatch="*"`` when it did not exist), so a change
-  made by someone else in between is refused with :class:`ConflictError`, never overwritten.
-  Audit records are separate objects ``<key>.audit/<version>-<time>-<id>.json`` next to it
-  (S3 cannot append, and one object per record cannot conflict).
+The stores:
 
-``audit_log=PATH`` sends the records of either store to a local JSON-lines file instead.
-
-**A change is audited or not made.** The audit log is opened before the file is written, so a
-log that cannot be opened (permissions, a symlink, a folder) refuses the change with nothing
-written. When the record cannot be appended after the write (a full disk, a refused put), the
-write is undone -- the previous bytes put back atomically, a created file removed; on S3 under
-``IfMatch`` on the ETag just written -- and the error says the change was NOT made. Only when
-the undo fails too does the error say the change is written without its record. Every audit
-record is one line for every reader: the characters ``str.splitlines()`` breaks at are
-escaped (``\u2028``), the rest stays readable UTF-8.
+* :class:`LocalFileStore`: the *resolved* path (a symlink and its target are one file, with
+  one lock and one audit log); every change under ``flock`` on ``<file>.lock``, from the
+  read to the audit record, so two operators never lose each other's change; written with
+  a temp file, fsync and ``os.replace``. Lock and audit files are never opened through a
+  symlink and take the flag file's permission bits and group: whoever may change the flag
+  file may lock and audit it. A file that is missing or invalid is never rewritten through
+  a symlink.
+* :class:`S3Store`: no lock; ``put_object`` with ``IfMatch`` on the ETag read
+  (``IfNoneMatch="*"`` for a new object), so someone else's change in between is refused
+  with :class:`ConflictError`, never overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import email.utils
 import errno
 import fcntl
 import glob
-import json
 import math
 import os
 import re
@@ -71,37 +44,19 @@ import socket
 import stat
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from .. import _aws
 from ..exceptions import ConflictError, FlagEditError, FlagFileError, StoreError
 from ..flag_file.document import parse, serialize, validate
-from . import edits
+from . import audit, edits, times
 from .edits import RolloutState
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-__all__ = [
-    "AuditLog",
-    "Change",
-    "Edit",
-    "FlagStore",
-    "LocalFileStore",
-    "S3Store",
-    "Snapshot",
-    "audit_record",
-    "commit",
-    "open_store",
-    "seed",
-    "write_audited",
-]
 
 #: A temporary flag file older than this belongs to a dead writer, whichever host wrote it
 #: (a write takes milliseconds).
@@ -177,18 +132,6 @@ class FlagStore(Protocol):
         ...
 
 
-#: The characters str.splitlines() breaks a line at, as JSON escapes. json.dumps escapes the
-#: ASCII ones itself; U+0085, U+2028 and U+2029 it leaves raw (with ensure_ascii=False).
-_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
-
-
-def _audit_line(record: Mapping[str, Any]) -> bytes:
-    # Those characters can only occur inside JSON strings, where the escape means the same.
-    # A lone surrogate (an undecodable byte of a command line) becomes its JSON escape too.
-    text = json.dumps(record, sort_keys=True, ensure_ascii=False).translate(_LINE_BREAKS)
-    return (text + "\n").encode("utf-8", "backslashreplace")
-
-
 def _beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
@@ -233,111 +176,36 @@ def _open_beside(path: Path, flags: int, like: os.stat_result | None, what: str)
         ) from err
 
 
-class _AuditFile:
-    """A local JSON-lines audit log, open for appending."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path, self.fd = path, fd
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        """One line, appended whole (O_APPEND, and flock against other flag files sharing
-        the log) and fsynced; a line that fails half-way is cut off again."""
-        line = _audit_line(record)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                end = os.fstat(self.fd).st_size
-                try:
-                    view = memoryview(line)
-                    while view:
-                        view = view[os.write(self.fd, view) :]
-                    os.fsync(self.fd)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self.fd, end)
-                    raise
-            finally:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-        except OSError as err:
-            raise StoreError(
-                f"cannot append the audit record to {self.path}: {err.strerror or err}"
-            ) from err
-
-
 @contextlib.contextmanager
-def _open_audit_file(path: Path, like: os.stat_result | None) -> Iterator[AuditLog]:
+def _open_log(path: Path, like: os.stat_result | None) -> Iterator[AuditLog]:
+    """The local audit log ``path``, opened for appending (never through a symlink)."""
     fd = _open_beside(path, os.O_WRONLY | os.O_APPEND, like, "the audit log")
     try:
-        yield _AuditFile(path, fd)
+        yield audit.LocalLog(path, fd)
     finally:
         os.close(fd)
+
+
+def _highest(*versions: int | None) -> int | None:
+    return max((v for v in versions if v is not None), default=None)
+
+
+def _highest_in_log(path: Path, belongs: Callable[[object], bool] | None) -> int | None:
+    """The highest version the local log ``path`` records (of the file ``belongs`` accepts);
+    an unreadable log refuses the change: without it the next version could repeat one."""
+    try:
+        return audit.highest_version(audit.read_log(path, belongs))
+    except OSError as err:
+        raise StoreError(
+            f"cannot read the audit log {path} to pick the next version: "
+            f"{err.strerror or err}; nothing written"
+        ) from err
 
 
 #: errno values of a filesystem that cannot hard-link (some network and FUSE filesystems).
 _NO_HARD_LINKS = frozenset(
     {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 )
-
-
-def _highest(*versions: int | None) -> int | None:
-    known = [v for v in versions if v is not None]
-    return max(known) if known else None
-
-
-def _record_versions(record: object) -> int | None:
-    if not isinstance(record, dict):
-        return None
-    return _highest(
-        *(
-            record[k]
-            if isinstance(record.get(k), int) and not isinstance(record.get(k), bool)
-            else None
-            for k in ("version_before", "version_after")
-        )
-    )
-
-
-def _log_versions(path: Path, belongs: Callable[[object], bool] | None) -> int | None:
-    """The highest version the JSON-lines audit log ``path`` records (of the file
-    ``belongs`` accepts, by the record's ``file``); None when there is no such log.
-
-    Opened read-only and never through a symlink (a symlinked log is refused when a change
-    opens it for appending); an unreadable log refuses the change: without it the next
-    version could repeat an old one.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return None
-        raise StoreError(
-            f"cannot read the audit log {path} to pick the next version: "
-            f"{err.strerror or err}; nothing written"
-        ) from err
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None  # a folder or a device: opening it for the record refuses it
-    found: int | None = None
-    with os.fdopen(fd, "rb") as log:
-        try:
-            for line in log:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line cut off by a crash
-                if belongs is not None and not (
-                    isinstance(record, dict) and belongs(record.get("file"))
-                ):
-                    continue
-                found = _highest(found, _record_versions(record))
-        except OSError as err:
-            raise StoreError(
-                f"cannot read the audit log {path} to pick the next version: "
-                f"{err.strerror or err}; nothing written"
-            ) from err
-    return found
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -352,20 +220,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _utc(timestamp: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
-
-
-def _http_date(value: str | None) -> datetime.datetime | None:
-    """An HTTP ``Date`` header as a UTC time; None when absent or malformed."""
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).astimezone(datetime.timezone.utc)
-    except (TypeError, ValueError):
-        return None
 
 
 def _host() -> str:
@@ -427,15 +281,10 @@ class LocalFileStore:
     def highest_audited_version(self) -> int | None:
         """From the JSON-lines log beside the file and, with ``audit_log``, that log's
         records of this file (a shared log holds other files' records too)."""
-        found = _log_versions(self.default_audit_path, None)
+        found = _highest_in_log(self.default_audit_path, None)
         if self.audit_path != self.default_audit_path:
-            found = _highest(found, _log_versions(self.audit_path, self._is_this_file))
+            found = _highest(found, _highest_in_log(self.audit_path, audit.names(self.source)))
         return found
-
-    def _is_this_file(self, named: object) -> bool:
-        if not isinstance(named, str):
-            return False
-        return named == self.source or os.path.realpath(named) == str(self.target)
 
     def _stat(self) -> os.stat_result | None:
         try:
@@ -459,8 +308,9 @@ class LocalFileStore:
                     if time.monotonic() >= deadline:
                         raise ConflictError(
                             f"{self.source} is being changed: another operator holds the "
-                            f"lock {self.lock_path}; waited {self.lock_timeout:g} s "
-                            "(--lock-timeout); nothing written, try again"
+                            f"lock {self.lock_path}; waited {self.lock_timeout:g} s; "
+                            "nothing written, try again",
+                            options={"lock_timeout": "SECONDS"},
                         ) from None
                     time.sleep(0.02)
             yield
@@ -477,7 +327,7 @@ class LocalFileStore:
             return Snapshot(None)
         except OSError as err:
             raise StoreError(f"cannot read {self.source}: {err.strerror}") from err
-        return Snapshot(data, modified=_utc(mtime))
+        return Snapshot(data, modified=times.from_timestamp(mtime))
 
     def check_rewrite(self, snapshot: Snapshot) -> None:
         """Refuse to repair or create a flag file through a symlink: the link may point at
@@ -488,13 +338,14 @@ class LocalFileStore:
         what = "does not exist" if snapshot.data is None else "is not a valid flag file"
         raise StoreError(
             f"{self.path} is a symlink to {self.target}, which {what}; refusing to write "
-            f"through the link (if {self.target} is the flag file, run the command with "
-            f"--file {self.target}); nothing written"
+            f"through the link (if {self.target} is the flag file, name it instead); "
+            "nothing written",
+            options={"source": str(self.target)},
         )
 
     def open_audit(self) -> contextlib.AbstractContextManager[AuditLog]:
         """The audit log, opened (created like the flag file) for appending."""
-        return _open_audit_file(self.audit_path, self._stat())
+        return _open_log(self.audit_path, self._stat())
 
     def write(self, data: bytes, snapshot: Snapshot) -> Snapshot:
         """Temp file in the target's directory, fsync, ``os.replace``, fsync the directory.
@@ -605,46 +456,6 @@ class LocalFileStore:
                     leftover.unlink()
 
 
-class _S3AuditObjects:
-    """Audit records as objects ``<key>.audit/<version>-<time>-<id>.json``."""
-
-    def __init__(self, store: S3Store) -> None:
-        self.store = store
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        store = self.store
-        version = record.get("version_after")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{store.key}.audit/{version!s:>010}-{stamp}-{uuid.uuid4().hex[:8]}.json"
-        try:
-            store.client.put_object(
-                Bucket=store.bucket,
-                Key=name,
-                Body=_audit_line(record),
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
-        except (ClientError, BotoCoreError) as err:
-            raise StoreError(
-                f"cannot write the audit record s3://{store.bucket}/{name}: {_describe(err)}"
-            ) from err
-
-
-#: An audit object's name under ``<key>.audit/``: the version it wrote, zero-padded, first.
-_AUDIT_NAME = re.compile(r"(\d{1,18})-")
-
-
-def _same_object(uri: str, bucket: str, key: str) -> bool:
-    try:
-        return _aws.parse_s3_uri(uri) == (bucket, key)
-    except ValueError:
-        return False
-
-
-def _describe(err: ClientError | BotoCoreError) -> str:
-    return _aws.describe(err) if isinstance(err, ClientError) else str(err)
-
-
 class S3Store:
     """A flag file in S3, changed with a conditional put on the ETag it was read with."""
 
@@ -677,34 +488,18 @@ class S3Store:
 
         Listing needs ``s3:ListBucket`` on the bucket: denied, the change is refused.
         """
-        prefix = f"{self.key}.audit/"
-        found: int | None = None
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
-            )
-            for page in pages:
-                for item in page.get("Contents", []):
-                    match = _AUDIT_NAME.match(item.get("Key", "")[len(prefix) :])
-                    if match:
-                        found = _highest(found, int(match.group(1)))
-        except (ClientError, BotoCoreError) as err:
-            denied = isinstance(err, ClientError) and _aws.error_code(err) in _aws.DENIED
+            found = audit.highest_version(audit.s3_entries(self.client, self.bucket, self.key))
+        except _aws.ERRORS as err:
+            denied = _aws.error_code(err) in _aws.DENIED
             need = f" (listing needs s3:ListBucket on bucket {self.bucket})" if denied else ""
             raise StoreError(
-                f"cannot list the audit records s3://{self.bucket}/{prefix} to pick the next "
-                f"version{need}: {_describe(err)}; nothing written"
+                f"cannot list the audit records s3://{self.bucket}/{self.key}.audit/ to pick "
+                f"the next version{need}: {_aws.describe(err)}; nothing written"
             ) from err
         if self.audit_path is not None:
-            found = _highest(found, _log_versions(self.audit_path, self._is_this_file))
+            found = _highest(found, _highest_in_log(self.audit_path, audit.names(self.source)))
         return found
-
-    def _is_this_file(self, named: object) -> bool:
-        return (
-            isinstance(named, str)
-            and _aws.is_s3_uri(named)
-            and (named == self.source or _same_object(named, self.bucket, self.key))
-        )
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """No lock: the conditional put in :meth:`write` refuses concurrent changes."""
@@ -717,8 +512,9 @@ class S3Store:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
             data = response["Body"].read()
             date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-            return Snapshot(data, response["ETag"], response.get("LastModified"), _http_date(date))
-        except ClientError as err:
+            clock = times.http_date(date)
+            return Snapshot(data, response["ETag"], response.get("LastModified"), clock)
+        except _aws.ERRORS as err:
             code = _aws.error_code(err)
             if code == "NoSuchBucket":  # not a missing file: nothing can be written there
                 raise StoreError(
@@ -727,8 +523,6 @@ class S3Store:
             if code in _aws.NOT_FOUND:
                 return Snapshot(None)
             raise StoreError(f"cannot read {self.source}: {_aws.describe(err)}") from err
-        except BotoCoreError as err:
-            raise StoreError(f"cannot read {self.source}: {err}") from err
 
     def check_rewrite(self, snapshot: Snapshot) -> None:
         """Nothing to refuse: an object key has no links."""
@@ -736,37 +530,27 @@ class S3Store:
     def open_audit(self) -> contextlib.AbstractContextManager[AuditLog]:
         """Objects under ``<key>.audit/`` (nothing to open), or the local ``audit_log``."""
         if self.audit_path is not None:
-            return _open_audit_file(self.audit_path, None)
-        return contextlib.nullcontext(_S3AuditObjects(self))
+            return _open_log(self.audit_path, None)
+        return contextlib.nullcontext(audit.S3Objects(self.client, self.bucket, self.key))
 
     def write(self, data: bytes, snapshot: Snapshot) -> Snapshot:
         """``put_object`` with ``IfMatch`` (or ``IfNoneMatch="*"`` for a new object)."""
+        condition = {"IfMatch": snapshot.etag} if snapshot.etag else {"IfNoneMatch": "*"}
         try:
-            if snapshot.etag:
-                response = self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    Body=data,
-                    ContentType="application/json",
-                    IfMatch=snapshot.etag,
-                )
-            else:
-                response = self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    Body=data,
-                    ContentType="application/json",
-                    IfNoneMatch="*",
-                )
-        except ClientError as err:
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=data,
+                ContentType="application/json",
+                **condition,  # type: ignore[arg-type]
+            )
+        except _aws.ERRORS as err:
             if _aws.error_code(err) in _aws.CONFLICT:
                 raise ConflictError(
                     f"{self.source} was changed by someone else since it was read "
                     f"(ETag {snapshot.etag or 'none'}); nothing written, run the command again"
                 ) from err
             raise StoreError(f"cannot write {self.source}: {_aws.describe(err)}") from err
-        except BotoCoreError as err:
-            raise StoreError(f"cannot write {self.source}: {err}") from err
         return Snapshot(data, response.get("ETag"))
 
     def undo(self, written: Snapshot, previous: Snapshot) -> None:
@@ -784,8 +568,8 @@ class S3Store:
                     ContentType="application/json",
                     IfMatch=etag,
                 )
-        except (ClientError, BotoCoreError) as err:
-            raise StoreError(f"cannot put {self.source} back: {_describe(err)}") from err
+        except _aws.ERRORS as err:
+            raise StoreError(f"cannot put {self.source} back: {_aws.describe(err)}") from err
 
 
 def open_store(
@@ -833,21 +617,6 @@ class Change:
     #: What the operator should know beyond the change itself (a repaired or created file).
     notes: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        """The change for ``--json`` output."""
-        return {
-            "source": self.source,
-            "phase": self.phase,
-            "command": self.command,
-            "changed": self.changed,
-            "before": self.before.to_json() if self.before else None,
-            "after": self.after.to_json(),
-            "version_before": self.version_before,
-            "version_after": self.version_after,
-            "audit": self.audit,
-            "notes": list(self.notes),
-        }
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -876,6 +645,7 @@ class _Plan:
             version,
             version,
             audit=None,
+            notes=self.notes,
         )
 
 
@@ -892,8 +662,9 @@ def _plan(
     source = store.source
     notes: list[str] = []
     if snapshot.data is None and not create:
-        hint = " (check the path; `rollback --create` writes a new legacy file)" if repair else ""
-        raise StoreError(f"{source}: no such file{hint}")
+        if repair:  # check the path; a repair that may create the file writes a legacy one
+            raise StoreError(f"{source}: no such file", options={"create": ""})
+        raise StoreError(f"{source}: no such file")
     before_doc: dict[str, Any] | None = None
     if snapshot.data is not None:
         try:
@@ -909,7 +680,8 @@ def _plan(
         try:
             new_doc = edit(before_doc)
         except FlagEditError as err:
-            raise FlagEditError(f"{source}: {err}") from err
+            err.args = (f"{source}: {err}",)  # the same error, saying which file
+            raise
     else:
         # A missing or broken file: only a rollback (legacy everywhere) gets here.
         store.check_rewrite(snapshot)
@@ -925,73 +697,7 @@ def _plan(
 def _next_version(store: FlagStore, snapshot: Snapshot) -> int:
     """Greater than every version the file has had: its own (read loosely, the file may be
     broken) and every version its audit records name."""
-    return (
-        _highest(edits.loose_version(snapshot.data), store.highest_audited_version(), 0) or 0
-    ) + 1
-
-
-def _checked_bytes(doc: dict[str, Any], source: str) -> bytes:
-    """The bytes to write for ``doc``, validated exactly as they will be read."""
-    problems = validate(doc)
-    if problems:
-        raise FlagFileError(f"refusing to write an invalid file: {problems[0]}", problems)
-    data = serialize(doc)
-    parse(data, source=source)  # what is written is exactly what was validated
-    return data
-
-
-def audit_record(
-    *,
-    actor: str,
-    command: str,
-    phase: str | None,
-    source: str,
-    before: RolloutState | None,
-    after: RolloutState,
-    version_before: int | None,
-    version_after: int | None,
-    reason: str | None,
-    snapshot: Snapshot,
-    details: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One audit record: who, what, when, the rollout and version before and after, why;
-    ``details`` add fields (a ramp's trigger and evidence)."""
-    record: dict[str, Any] = {
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-        "actor": actor,
-        "command": command,
-        "phase": phase,
-        "file": source,
-        "before": before.to_json() if before else None,
-        "after": after.to_json(),
-        "version_before": version_before,
-        "version_after": version_after,
-        "reason": reason,
-    }
-    if snapshot.etag:
-        record["etag_before"] = snapshot.etag
-    if details:
-        record.update(details)
-    return record
-
-
-def write_audited(
-    store: FlagStore,
-    data: bytes,
-    snapshot: Snapshot,
-    record: Mapping[str, Any],
-    *,
-    audit_of: FlagStore | None = None,
-) -> Snapshot:
-    """Write, then append the record (to the audit log of ``audit_of``, else of ``store``);
-    a record that cannot be kept undoes the write. Returns what was written."""
-    with (audit_of or store).open_audit() as audit:  # a change that cannot be audited stops here
-        written = store.write(data, snapshot)
-        try:
-            audit.append(record)
-        except StoreError as err:
-            _undo(store, written, snapshot, err, record.get("version_after"))
-    return written
+    return (_highest(edits.loose_version(snapshot.data), store.highest_audited_version()) or 0) + 1
 
 
 def commit(
@@ -1026,7 +732,7 @@ def commit(
     the message says), :class:`~ai_agent_handler.ConflictError` (someone else changed the
     file or holds the lock; nothing written), :class:`~ai_agent_handler.FlagFileError` (an
     invalid file or result; nothing written) and :class:`~ai_agent_handler.FlagEditError`
-    (the edit cannot apply).
+    (the edit cannot apply, its message prefixed with the file).
 
     ``details`` are more fields of the audit record (a ramp's evidence and trigger).
     ``expected`` makes the write conditional on the file being exactly what that snapshot
@@ -1035,10 +741,13 @@ def commit(
     """
     source = store.source
     store.check_place()
+
+    def plan(snapshot: Snapshot) -> _Plan:
+        return _plan(store, snapshot, edit, phase=phase, repair=repair, create=create)
+
     planned: _Plan | None = None
     if store.has_lock_file or expected is not None:
-        read = expected if expected is not None else store.read()
-        planned = _plan(store, read, edit, phase=phase, repair=repair, create=create)
+        planned = plan(expected or store.read())
         if not planned.changed:
             return planned.unchanged(source, command)
     with store.locked():
@@ -1051,44 +760,11 @@ def commit(
                     f"{source} was changed by someone else since it was read; nothing written"
                 )
         if planned is None or planned.snapshot != snapshot:
-            planned = _plan(store, snapshot, edit, phase=phase, repair=repair, create=create)
+            planned = plan(snapshot)
         if not planned.changed:
             return planned.unchanged(source, command)
-        version_after = _next_version(store, snapshot)
-        new_doc = edits.with_version(planned.new_doc, version_after)
-        data = _checked_bytes(new_doc, source)
-        before_doc = planned.before_doc
-        before = edits.read_state(before_doc) if before_doc is not None else None
-        after = edits.read_state(new_doc)
-        version_before = edits.loose_version(snapshot.data)
-        record = audit_record(
-            actor=actor,
-            command=command,
-            phase=planned.phase,
-            source=source,
-            before=before,
-            after=after,
-            version_before=version_before,
-            version_after=version_after,
-            reason=reason,
-            snapshot=snapshot,
-            details=details,
-        )
-        write_audited(store, data, snapshot, record)
-    restore = edits.restore_commands(before) if repair and before else []
-    return Change(
-        source,
-        planned.phase,
-        command,
-        True,
-        before,
-        after,
-        version_before,
-        version_after,
-        audit=store.audit_location,
-        restore=tuple(restore),
-        notes=planned.notes,
-    )
+        version = _next_version(store, snapshot)
+        return _write(store, planned, version, command, actor, reason, details, restore=repair)
 
 
 def seed(
@@ -1111,51 +787,77 @@ def seed(
     ``changed`` False and its version; an existing file that is not a valid flag file
     raises :class:`~ai_agent_handler.FlagFileError`. Audited like every change.
     """
-    source = store.source
     store.check_place()
-    if store.has_lock_file:
-        snapshot = store.read()
-        if snapshot.data is not None:
-            return _already_seeded(store, snapshot, command, phase)
+    if store.has_lock_file and (snapshot := store.read()).data is not None:
+        return _already_seeded(store, snapshot, command, phase)
     with store.locked():
         snapshot = store.read()
         if snapshot.data is not None:
             return _already_seeded(store, snapshot, command, phase)
         store.check_rewrite(snapshot)
-        version_after = max(
-            edits.version_of(document) or 0, (store.highest_audited_version() or 0) + 1
-        )
-        new_doc = edits.with_version(document, version_after)
-        data = _checked_bytes(new_doc, source)
-        phase = phase or edits.phase_of(new_doc, source)
-        after = edits.read_state(new_doc)
-        record = audit_record(
-            actor=actor,
-            command=command,
-            phase=phase,
-            source=source,
-            before=None,
-            after=after,
-            version_before=None,
-            version_after=version_after,
-            reason=reason,
-            snapshot=snapshot,
-        )
+        version = max(edits.version_of(document) or 0, (store.highest_audited_version() or 0) + 1)
+        phase = phase or edits.phase_of(document, store.source)
+        planned = _Plan(snapshot, None, dict(document), phase, ())
         try:
-            write_audited(store, data, snapshot, record)
+            return _write(store, planned, version, command, actor, reason)
         except ConflictError:
             # Someone else created the file since it was read: theirs stands.
             return _already_seeded(store, store.read(), command, phase, conflict=True)
+
+
+def _write(
+    store: FlagStore,
+    planned: _Plan,
+    version: int,
+    command: str,
+    actor: str,
+    reason: str | None,
+    details: Mapping[str, Any] | None = None,
+    *,
+    restore: bool = False,
+) -> Change:
+    """Write ``planned`` as ``version`` with its audit record (under the store's lock)."""
+    source, snapshot = store.source, planned.snapshot
+    new_doc = edits.with_version(planned.new_doc, version)
+    problems = validate(new_doc)
+    if problems:
+        raise FlagFileError(f"refusing to write an invalid file: {problems[0]}", problems)
+    data = serialize(new_doc)
+    parse(data, source=source)  # what is written is exactly what was validated
+    before = edits.read_state(planned.before_doc) if planned.before_doc is not None else None
+    after = edits.read_state(new_doc)
+    version_before = edits.loose_version(snapshot.data)
+    record = audit.record(
+        actor=actor,
+        command=command,
+        phase=planned.phase,
+        source=source,
+        before=before,
+        after=after,
+        version_before=version_before,
+        version_after=version,
+        reason=reason,
+        etag=snapshot.etag,
+        details=details,
+    )
+    with store.open_audit() as log:  # a change that cannot be audited stops here
+        written = store.write(data, snapshot)
+        try:
+            log.append(record)
+        except StoreError as err:
+            _undo(store, written, snapshot, err, version)
     return Change(
         source,
-        phase,
+        planned.phase,
         command,
         True,
-        None,
+        before,
         after,
-        None,
-        version_after,
+        version_before,
+        version,
         audit=store.audit_location,
+        restore=tuple(edits.restore_commands(before)) if restore and before else (),
+        notes=planned.notes,
     )
 
 
@@ -1178,27 +880,15 @@ def _already_seeded(
             "(`rollback` repairs it)",
             err.problems,
         ) from err
-    version = edits.version_of(doc)
-    state = edits.read_state(doc)
-    note = f"already seeded (version {version}); unchanged"
+    note = f"already seeded (version {edits.version_of(doc)}); unchanged"
     if conflict:
         note += " (someone else seeded it at the same time)"
-    return Change(
-        source,
-        phase or edits.phase_of(doc, source),
-        command,
-        False,
-        state,
-        state,
-        version,
-        version,
-        audit=None,
-        notes=(note,),
-    )
+    unchanged = _Plan(snapshot, doc, doc, phase or edits.phase_of(doc, source), (note,))
+    return unchanged.unchanged(source, command)
 
 
 def _undo(
-    store: FlagStore, written: Snapshot, previous: Snapshot, failure: StoreError, version: Any
+    store: FlagStore, written: Snapshot, previous: Snapshot, failure: StoreError, version: int
 ) -> NoReturn:
     """Put ``previous`` back after an audit record failed; raise what happened."""
     try:

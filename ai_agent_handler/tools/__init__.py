@@ -22,8 +22,6 @@ from .servers import Route, ServerConfig, not_found, parse_servers, routes
 if TYPE_CHECKING:
     from .session import ToolResult, _Listing
 
-__all__ = ["ToolFunction", "Toolbox", "warm"]
-
 ToolFunction = Callable[..., "ToolResult"]
 LOGGER = logging.getLogger("ai_agent_handler.tools")
 

@@ -13,15 +13,6 @@ from typing import Any, NamedTuple
 
 from ..exceptions import MCPProtocolError
 
-__all__ = [
-    "LLM_NAMES",
-    "MAX_SCHEMA_NODES",
-    "ToolSpec",
-    "export",
-    "gemini_schema",
-    "native_entry",
-]
-
 
 class ToolSpec(NamedTuple):
     """One tool as a server lists it (``name`` is the name the model sees)."""

@@ -33,16 +33,6 @@ from typing import Any, NamedTuple
 from ..exceptions import MCPConfigError, MCPToolNotFound
 from .formats import ToolSpec
 
-__all__ = [
-    "SETTING_KEYS",
-    "Route",
-    "ServerConfig",
-    "ServerKey",
-    "not_found",
-    "parse_servers",
-    "routes",
-]
-
 DEFAULTS = {
     "connect_timeout": 10.0,
     "list_timeout": 30.0,

@@ -69,8 +69,6 @@ from .servers import ServerConfig, ServerKey, not_found
 if TYPE_CHECKING:
     from mcp.shared.session import RequestResponder
 
-__all__ = ["ToolResult", "call_tool", "close", "list_tools"]
-
 LOGGER = logging.getLogger("ai_agent_handler.tools")
 T = TypeVar("T")
 

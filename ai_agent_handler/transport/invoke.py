@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.service_resource import Queue
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
-__all__ = ["DEFAULT_LAMBDA_FUNCTION", "Utility", "json_dumps"]
-
 DEFAULT_LAMBDA_FUNCTION = "silvaengine_agenttask"
 
 

@@ -42,21 +42,6 @@ if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_sqs.service_resource import Queue
 
-__all__ = [
-    "DEFAULT_EXIT_TIMEOUT",
-    "DEFAULT_FLUSH_TIMEOUT",
-    "DEFAULT_QUEUE_SIZE",
-    "DEFAULT_WORKERS",
-    "LIBRARY_INVOKE",
-    "STREAM_FUNCT",
-    "StreamChannel",
-    "StreamChunk",
-    "StreamDispatcher",
-    "StreamReport",
-    "encode_chunk",
-    "shared_dispatcher",
-]
-
 STREAM_FUNCT = "send_data_to_stream"
 
 #: Worker threads per dispatcher. A Lambda ``Event`` invoke takes ~20-50 ms, so 32 workers

@@ -1,6 +1,6 @@
 """End to end: the rollout plan's phases over real HTTP, down to the table rows.
 
-Everything talks HTTP to a ``ThreadedMotoServer`` on 127.0.0.1:
+Everything talks HTTP to a ``ThreadedMotoServer`` on 127.0.0.1, in a process of its own:
 
 * the live flag files are S3 objects (``s3://flags/<phase>.flagd.json``), read by a
   :class:`FlagFileProvider` and changed with the operators' CLI (``ai-agent-rollout``);
@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
-import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,30 @@ PRODUCTION = [f"prd-ep-{n:02d}" for n in range(40)]
 
 
 # -- the local AWS ----------------------------------------------------------------------
+#: moto's threaded server in a process of its own, so that its work and the test's run on
+#: two cores. It prints its URL, then serves until its standard input closes. Two of moto's
+#: lookups that give the same answer all run long are made once: the list of its service
+#: packages (read from disk for every request) and the snake_case names of the SQS queue
+#: attributes (spelled out for every message sent or received).
+MOTO_SERVER = """
+import functools, logging, os, sys
+from moto import backends
+from moto.server import ThreadedMotoServer
+from moto.sqs import models as sqs_models
+
+modules = tuple(backends.list_of_moto_modules())
+backends.list_of_moto_modules = lambda: modules
+sqs_models.camelcase_to_underscores = functools.cache(sqs_models.camelcase_to_underscores)
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+print(f"http://{host}:{port}", flush=True)
+sys.stdin.read()
+os._exit(0)
+"""
+
+
 @dataclass
 class Aws:
     url: str
@@ -54,9 +80,32 @@ class Aws:
 
 
 @pytest.fixture
-def local_aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+def moto_process() -> Iterator[str]:
+    """The URL of an empty AWS served by :data:`MOTO_SERVER`."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", MOTO_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        url = server.stdout.readline().strip()
+        assert url.startswith("http://"), f"moto's server did not start (exit {server.poll()})"
+        yield url
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def local_aws(moto_process: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     """S3 with the phase files, the FIFO task queue and the receiver's table, over HTTP."""
-    moto_url = moto_server
+    moto_url = moto_process
     # The CLI builds its own S3 client: point every default client at the local AWS.
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
@@ -83,6 +132,7 @@ class Receiver(threading.Thread):
         self.queue, self.table = queue, table
         self.stop = threading.Event()
         self.applied = 0
+        self.progress = threading.Condition()  # notified as messages are applied, and at the end
         self.problems: list[str] = []
         self.error: BaseException | None = None
 
@@ -96,6 +146,9 @@ class Receiver(threading.Thread):
                     self._apply(messages)
         except BaseException as err:
             self.error = err
+        finally:
+            with self.progress:
+                self.progress.notify_all()
 
     def _apply(self, messages: list[Any]) -> None:
         with self.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
@@ -123,13 +176,16 @@ class Receiver(threading.Thread):
                 {"Id": str(n), "ReceiptHandle": m.receipt_handle} for n, m in enumerate(messages)
             ]
         )
-        self.applied += len(messages)
+        with self.progress:
+            self.applied += len(messages)
+            self.progress.notify_all()
 
     def wait_for(self, count: int, deadline: float = 60.0) -> None:
         """Until ``count`` messages were applied (the deadline only guards against a hang)."""
-        end = time.monotonic() + deadline
-        while self.applied < count and time.monotonic() < end and self.error is None:
-            time.sleep(0.02)
+        with self.progress:
+            self.progress.wait_for(
+                lambda: self.applied >= count or self.error is not None, timeout=deadline
+            )
 
 
 # -- runs ---------------------------------------------------------------------------------
@@ -232,6 +288,7 @@ def composite(step: dict[str, str]) -> set[str]:
     return {endpoint for endpoint, scheme in step.items() if scheme == "composite"}
 
 
+@pytest.mark.slow
 def test_rollout_plan_end_to_end(local_aws: Aws) -> None:
     aws = local_aws
     receiver = Receiver(aws.queue, aws.table)

@@ -1,15 +1,16 @@
 """rollout.md can be followed from phase 1 to the end of the migration: its commands, in order.
 
 Every ``ai-agent-rollout`` line of the runbook's shell blocks runs against a local S3 (moto)
-and a scratch checkout (``flags/`` and a ``pyproject.toml``). The ``aws`` lines run against
-moto through a small stand-in for the AWS CLI that keeps the CLI's own rules where the
-runbook relies on them: a streaming answer's content goes to the outfile (the last
-argument), ``--query`` (JMESPath, as the CLI applies it) and ``--output text`` shape what is
-printed, and ``NAME=$(...)`` captures it for later ``$NAME``. ``start-deployment`` is not in
-moto: the stand-in checks its version argument names a version that was created. The fleet
-configuration line (``update-function-configuration``) is applied to a handler created
-with those variables. A command that no longer parses, or a phase that does not end where
-the runbook says, fails here.
+and a scratch checkout (``flags/`` beside an ``ai_agent_handler/`` package). The ``aws``
+lines run against moto through a small stand-in for the AWS CLI that keeps the CLI's own
+rules where the runbook relies on them: a streaming answer's content goes to the outfile
+(the last argument), ``--query`` (JMESPath, as the CLI applies it) and ``--output text``
+shape what is printed, and ``NAME=$(...)`` captures it for later ``$NAME``.
+``start-deployment`` is not in moto: the stand-in checks its version argument names a
+version that was created. The fleet configuration line
+(``update-function-configuration``) is applied to a handler created with those variables.
+A command that no longer parses, or a phase that does not end where the runbook says, fails
+here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 
 from ai_agent_handler import PartitionKeyError
 from ai_agent_handler.ops import edits as fe
-from ai_agent_handler.ops import ramp_control, retire
+from ai_agent_handler.ops import times
 from tests.support import BUCKET, REGION, REPO
 from tests.support.cli import Runner, copy_phase_files
 
@@ -200,7 +201,8 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
     flag_files: None,
 ) -> None:
     checkout = copy_phase_files(tmp_path / "flags")
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "ai_agent_handler"\n')
+    (tmp_path / "ai_agent_handler").mkdir()  # a checkout: flags/ beside the package
+    (tmp_path / "ai_agent_handler" / "__init__.py").write_text("")
     copy_phase_files(tmp_path / "ops")
     monkeypatch.chdir(tmp_path)
     aws = AwsCli()
@@ -215,7 +217,7 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
     }
     run = Runner(capsys)
     clock = Clock()
-    monkeypatch.setattr(ramp_control, "_utcnow", clock)
+    monkeypatch.setattr(times, "utcnow", clock)
     ticks: list[str] = []
     ran: list[str] = []
     for line in runbook_commands():
@@ -254,7 +256,7 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
             later = clock.now + datetime.timedelta(days=15)  # the ramp's days, then 15 more
             for day in range(1, 15):
                 fleets_report_a_migrated_day(aws.cloudwatch, later - datetime.timedelta(days=day))
-            monkeypatch.setattr(retire, "_utcnow", Clock(later))
+            monkeypatch.setattr(times, "utcnow", Clock(later))
             result = run(*words[1:])
             assert result.code == 0, f"{line}: {result.out} {result.err}"
             printed = result.out

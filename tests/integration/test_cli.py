@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +14,19 @@ from ai_agent_handler.decision import VARIANTS
 from ai_agent_handler.ops import cli
 from ai_agent_handler.ops import edits as fe
 from ai_agent_handler.ops.store import LocalFileStore, S3Store, Snapshot
-from tests.support import BUCKET
+from tests.support import BUCKET, REPO
 from tests.support import FLAGS_DIR as FLAGS
-from tests.support.cli import Runner, audit_records, copy_phase_files
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Runner:
-    return Runner(capsys)
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    return copy_phase_files(tmp_path / "flags")
-
-
-def state_of(path: Path) -> fe.RolloutState:
-    return fe.read_state(json.loads(path.read_text()))
-
-
-def version(path: Path) -> int | None:
-    return fe.version_of(json.loads(path.read_text()))
-
+from tests.support.cli import (
+    PHASE_FILE_NAMES,
+    SHIPPED,
+    Runner,
+    audit_records,
+    names_in,
+    one_line_error,
+    state_of,
+    version,
+)
+from tests.support.live import s3_audit_records
 
 # -- status and validate ------------------------------------------------------------------
 
@@ -135,6 +127,61 @@ def test_a_command_that_changes_nothing_writes_nothing(run: Runner, files: dict[
     assert "unchanged" in result.out
     assert path.read_bytes() == before
     assert audit_records(path) == []
+
+
+@pytest.mark.parametrize(
+    ("phase", "argv"),
+    [
+        ("dev", ["percent", "100"]),
+        ("dev", ["set", "composite"]),
+        ("staging", ["percent", "0"]),
+        ("staging", ["set", "legacy"]),
+        ("staging", ["rollback"]),
+        ("production", ["set", "legacy"]),
+    ],
+)
+def test_a_command_that_changes_nothing_leaves_no_trace(
+    run: Runner, files: dict[str, Path], phase: str, argv: list[str]
+) -> None:
+    path = files[phase]
+    result = run("--file", str(path), *argv, "--reason", "no-op")
+    assert result.code == cli.EXIT_OK, result.err
+    assert "unchanged" in result.out
+    assert path.read_bytes() == SHIPPED[phase]
+    assert names_in(path.parent) == PHASE_FILE_NAMES  # no lock, no log
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["percent", "5"], "missing-file"),
+        (["rollback"], "missing-file"),
+        (["allow", "ep"], "missing-folder"),
+        (["rollback", "--create"], "missing-folder"),
+        (["percent", "5"], "invalid-file"),
+        (["allow", "ep"], "invalid-file"),
+        (["percent", "0"], "no-op"),
+    ],
+)
+def test_a_failed_or_empty_write_leaves_no_lock_or_audit_file(
+    run: Runner, tmp_path: Path, argv: list[str], why: str
+) -> None:
+    folder = tmp_path / "flags"
+    folder.mkdir()
+    path = folder / "production.flagd.json"
+    if why == "missing-folder":
+        path = folder / "no-such-folder" / "production.flagd.json"
+    elif why == "invalid-file":
+        path.write_text('{"flags": {')
+    elif why == "no-op":
+        path.write_bytes(SHIPPED["production"])
+    before = names_in(folder)
+    result = run("--file", str(path), *argv)
+    expected = {"no-op": 0, "invalid-file": 3}.get(why, 1)
+    assert result.code == expected, result.err
+    assert names_in(folder) == before
+    if why == "missing-folder":
+        assert f"folder {path.parent} does not exist" in one_line_error(result)
 
 
 def test_rollback_then_status_shows_legacy_everywhere(run: Runner, files: dict[str, Path]) -> None:
@@ -283,6 +330,34 @@ def test_help_has_examples_and_exit_codes(run: Runner) -> None:
         assert needle in result.out
 
 
+def _section_1() -> str:
+    text = (REPO / "rollout.md").read_text()
+    match = re.search(r"^## 1\. .*?(?=^## 2\. )", text, flags=re.S | re.M)
+    assert match
+    return match.group(0)
+
+
+def test_rollout_md_has_one_exit_code_table_and_help_points_to_it(run: Runner) -> None:
+    section = _section_1()
+    rows = re.findall(r"^\| `(\d)` \|(.*)\|$", section, flags=re.M)
+    codes = {
+        cli.EXIT_OK,
+        cli.EXIT_ERROR,
+        cli.EXIT_USAGE,
+        cli.EXIT_INVALID,
+        cli.EXIT_CONFLICT,
+        cli.EXIT_NOT_DONE,
+        cli.EXIT_TIMEOUT,
+    }
+    assert {int(code) for code, _ in rows} == codes
+    assert all(len(rest.split("|")) == 3 for _, rest in rows)  # meaning, written, what to do
+    assert "Exit codes:" not in section
+    assert re.search(r"^\| `seed --from ", section, flags=re.M)
+    result = run("--help")
+    assert result.code == cli.EXIT_OK
+    assert "exit codes" in result.out and "rollout.md" in result.out and "seed" in result.out
+
+
 def test_lock_held_by_another_operator_is_a_conflict(run: Runner, files: dict[str, Path]) -> None:
     path = files["staging"]
     store = LocalFileStore(path, lock_timeout=1)
@@ -312,12 +387,6 @@ def s3_doc(client: Any) -> dict[str, Any]:
     return doc
 
 
-def s3_audit(client: Any) -> list[dict[str, Any]]:
-    listing = client.list_objects_v2(Bucket=BUCKET, Prefix=KEY + ".audit/")
-    keys = sorted(item["Key"] for item in listing.get("Contents", []))
-    return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
-
-
 def test_every_subcommand_on_s3(run: Runner, s3: Any) -> None:
     assert run("--file", URI, "validate").code == 0
     for argv, kind in [
@@ -334,7 +403,7 @@ def test_every_subcommand_on_s3(run: Runner, s3: Any) -> None:
     status = run("--file", URI, "status", "--json").json()["files"][0]
     assert status["state"]["kind"] == "legacy-everywhere"
     assert status["source"] == URI
-    records = s3_audit(s3)
+    records = s3_audit_records(s3, KEY)
     assert [r["version_after"] for r in records] == [2, 3, 4, 5, 6]
     assert all(r["etag_before"] and r["file"] == URI for r in records)
     said = run("--file", URI, "--json", "explain", "--endpoint", "ep-a", "--part-id", "p")
@@ -364,7 +433,7 @@ def test_s3_concurrent_change_is_refused_not_overwritten(
     state = fe.read_state(s3_doc(s3))
     assert state.allowed == ("their-endpoint",)  # their change survived
     assert state.percent == 0  # ours was not applied
-    assert s3_audit(s3) == []
+    assert s3_audit_records(s3, KEY) == []
     monkeypatch.setattr(S3Store, "read", original_read)
     assert run("--file", URI, "percent", "50").code == 0  # re-running applies on top of theirs
     assert fe.read_state(s3_doc(s3)).allowed == ("their-endpoint",)
@@ -397,6 +466,38 @@ def test_s3_errors_are_one_line(run: Runner, s3: Any) -> None:
     result = run("--file", "s3://no-such-bucket-here/x.json", "status")
     assert result.code == cli.EXIT_ERROR
     assert len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("scheme", ["S3", "s3"])
+def test_an_s3_uri_in_any_case_is_s3(
+    run: Runner, s3: Any, scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = "ai-agent/staging.flagd.json"
+    uri = f"{scheme}://{BUCKET}/{key}"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=SHIPPED["staging"])
+    assert run("--file", uri, "status").code == cli.EXIT_OK
+    result = run("--file", uri, "--json", "percent", "5")
+    assert result.code == cli.EXIT_OK, result.err
+    assert result.json()["source"] == f"s3://{BUCKET}/{key}"
+    doc = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert fe.read_state(doc).percent == 5
+    assert names_in(tmp_path) == []  # no local file, lock or log named like the URI
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["s3:/bucket/key.json", "s3:///key.json", f"s3://{BUCKET}", f"S3://{BUCKET}/", "s3:key.json"],
+)
+@pytest.mark.parametrize("argv", [["status"], ["percent", "5"], ["rollback", "--create"]])
+def test_a_malformed_s3_uri_is_exit_2_with_the_expected_form(
+    run: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, argv: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("--file", uri, *argv)
+    assert result.code == cli.EXIT_USAGE, result.err
+    assert "s3://bucket/key" in one_line_error(result)
+    assert names_in(tmp_path) == []
 
 
 def test_a_symlinked_flag_file_keeps_its_link(run: Runner, files: dict[str, Path]) -> None:

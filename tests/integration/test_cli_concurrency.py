@@ -21,11 +21,6 @@ from tests.support.cli import Runner, audit_records, copy_phase_files
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Runner:
-    return Runner(capsys)
-
-
-@pytest.fixture
 def production(tmp_path: Path) -> Path:
     return copy_phase_files(tmp_path / "flags")["production"]
 

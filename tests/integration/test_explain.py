@@ -19,11 +19,6 @@ PERCENT = 30
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Runner:
-    return Runner(capsys)
-
-
-@pytest.fixture
 def production_rolled_out(tmp_path: Path, run: Runner) -> Path:
     """The production file at 30 % with three endpoints allow-listed."""
     path = copy_phase_files(tmp_path / "flags")["production"]

@@ -1,9 +1,15 @@
 """MCP tools against real servers of the official SDK on 127.0.0.1, counting their requests.
 
-Every server here is a FastMCP server (the SDK's 1.x line) started on a free port by the
-test and stopped by it: stateful with SSE answers, stateful with JSON answers, and
-stateless with JSON answers (the kind upstream's own server is). The boundary is the HTTP
-socket; nothing in the client is replaced.
+Every server here is a FastMCP server (the SDK's 1.x line) on a free port: stateful with
+SSE answers, stateful with JSON answers, and stateless with JSON answers (the kind
+upstream's own server is). One server of each kind serves the whole module; before each
+test it is running, its request log is empty, and the client has no session and no cached
+tool list, as in a fresh process. A test that changes a server's tools or timing starts
+servers of its own (``own_server``). The boundary is the HTTP socket; nothing in the
+client is replaced.
+
+No test waits for time to pass: the session module's clock is moved (``clock``), and a
+request the server must have received is waited for as it arrives (:func:`arrival`).
 """
 
 from __future__ import annotations
@@ -30,27 +36,134 @@ from ai_agent_handler.exceptions import (
     MCPToolNotFound,
 )
 from ai_agent_handler.tools import session, warm
-from tests.support.mcp_server import McpServer, free_port
+from tests.support.mcp_server import McpServer, Received, free_port
 
 LOGGER = logging.getLogger("test-mcp")
-KINDS = {
+KINDS: dict[str, dict[str, Any]] = {
     "stateful-sse": {},
     "stateful-json": {"json_response": True},
     "stateless-json": {"stateless": True, "json_response": True},
 }
 TOOL_NAMES = ["add", "echo", "fail", "slow", "grow"]
+PATIENT = 20.0  # seconds: far longer than any awaited request takes to arrive
+
+
+class Arrivals(list[Received]):
+    """A server's request log that also wakes a test waiting for a method to arrive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: list[tuple[str, threading.Event]] = []
+
+    def append(self, item: Received) -> None:
+        super().append(item)
+        for method, event in list(self._waiting):
+            if item.method == method:
+                event.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self._waiting.clear()
+
+    def arrival(self, method: str) -> threading.Event:
+        event = threading.Event()
+        self._waiting.append((method, event))  # first, so no arrival falls between
+        if any(r.method == method for r in list(self)):
+            event.set()
+        return event
+
+
+def logged(server: McpServer) -> McpServer:
+    """``server`` whose request log can be waited on (see :func:`arrival`)."""
+    server.received = Arrivals()
+    return server
+
+
+def arrival(server: McpServer, method: str) -> threading.Event:
+    """Set once ``method`` is in the server's log (now or later, until its counts reset)."""
+    received = server.received
+    assert isinstance(received, Arrivals)
+    return received.arrival(method)
+
+
+class Clock:
+    """The session module's clock (tool-list ages, idle sessions), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(session, "_clock", fake)
+    return fake
 
 
 @pytest.fixture(autouse=True)
-def _sessions() -> Iterator[None]:
+def _sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No cached tool list before the test (the servers' URLs are the same for every
+    test); every session closed after it."""
+    monkeypatch.setattr(session, "_lists", session._Lists())
     yield
     session.close()
 
 
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, McpServer]]:
+    """One running server of each kind for the module."""
+    started = {kind: logged(McpServer(**settings)).start() for kind, settings in KINDS.items()}
+    yield started
+    session.close()  # no open connection for a server to wait for while it stops
+    for server in started.values():
+        server.stop()
+
+
+def ready(server: McpServer) -> McpServer:
+    """The server running (a test that stopped it and failed left it stopped), its log empty."""
+    if server._server is None:
+        server.start()
+    server.reset_counts()
+    return server
+
+
 @pytest.fixture(params=list(KINDS))
-def server(request: pytest.FixtureRequest) -> Iterator[McpServer]:
-    with McpServer(**KINDS[request.param]) as started:
-        yield started
+def server(request: pytest.FixtureRequest, servers: dict[str, McpServer]) -> McpServer:
+    return ready(servers[request.param])
+
+
+@pytest.fixture
+def sse_server(servers: dict[str, McpServer]) -> McpServer:
+    """The stateful server with SSE answers (what ``McpServer()`` starts)."""
+    return ready(servers["stateful-sse"])
+
+
+@pytest.fixture
+def stateless_server(servers: dict[str, McpServer]) -> McpServer:
+    return ready(servers["stateless-json"])
+
+
+@pytest.fixture
+def own_server() -> Iterator[Callable[..., McpServer]]:
+    """Starts a server for this test only (``McpServer``'s arguments); each is stopped after
+    the client's sessions are closed, so no stop waits for an open connection."""
+    started: list[McpServer] = []
+
+    def start(**settings: Any) -> McpServer:
+        server = logged(McpServer(**settings)).start()
+        started.append(server)
+        return server
+
+    yield start
+    session.close()
+    for server in started:
+        server.stop()
 
 
 def agent_for(*servers: McpServer | str, llm_name: str = "gpt", **settings: Any) -> dict[str, Any]:
@@ -179,18 +292,18 @@ def test_calls_from_many_threads_and_from_inside_an_event_loop(server: McpServer
     assert asyncio.run(provider_code_in_a_loop()) == [{"type": "text", "text": "42"}]
 
 
-def test_another_tenants_headers_get_their_own_session_and_list() -> None:
-    with McpServer() as server:
-        first = agent_for(server)
-        second = agent_for(server)
-        second["mcp_servers"][0]["setting"]["headers"] = {"X-Tenant": "t2"}
-        handler(first).get_function("add")(a=1, b=1)
-        handler(second).get_function("add")(a=1, b=1)
-        handler(agent_for(server)).get_function("add")(a=1, b=1)
-        assert server.count("initialize") == 2
-        assert server.count("tools/list") == 2
-        tenants = [r.headers.get("x-tenant") for r in server.requests("tools/call")]
-        assert tenants == ["t1", "t2", "t1"]
+def test_another_tenants_headers_get_their_own_session_and_list(sse_server: McpServer) -> None:
+    server = sse_server
+    first = agent_for(server)
+    second = agent_for(server)
+    second["mcp_servers"][0]["setting"]["headers"] = {"X-Tenant": "t2"}
+    handler(first).get_function("add")(a=1, b=1)
+    handler(second).get_function("add")(a=1, b=1)
+    handler(agent_for(server)).get_function("add")(a=1, b=1)
+    assert server.count("initialize") == 2
+    assert server.count("tools/list") == 2
+    tenants = [r.headers.get("x-tenant") for r in server.requests("tools/call")]
+    assert tenants == ["t1", "t2", "t1"]
 
 
 def test_bearer_token_and_headers_arrive_on_every_request(server: McpServer) -> None:
@@ -235,16 +348,18 @@ def only_add(mcp: FastMCP) -> None:
         return a + b
 
 
-def test_a_tool_the_server_dropped_is_not_found_and_the_list_is_fetched_again() -> None:
-    with McpServer() as server:
-        echo = handler(agent_for(server)).get_function("echo")
-        server.tools = only_add
-        server.restart()
-        with pytest.raises(MCPToolNotFound, match="Function echo not found in MCP tools"):
-            echo(text="x")
-        fresh = agent_for(server)
-        handler(fresh)
-        assert [t["name"] for t in fresh["configuration"]["tools"]] == ["add"]
+def test_a_tool_the_server_dropped_is_not_found_and_the_list_is_fetched_again(
+    own_server: Callable[..., McpServer],
+) -> None:
+    server = own_server()
+    echo = handler(agent_for(server)).get_function("echo")
+    server.tools = only_add
+    server.restart()
+    with pytest.raises(MCPToolNotFound, match="Function echo not found in MCP tools"):
+        echo(text="x")
+    fresh = agent_for(server)
+    handler(fresh)
+    assert [t["name"] for t in fresh["configuration"]["tools"]] == ["add"]
 
 
 def test_a_slow_tool_times_out_is_not_sent_again_and_the_session_stays_usable(
@@ -274,26 +389,27 @@ def test_a_server_that_is_down_fails_fast_and_setup_changes_nothing() -> None:
     assert agent == before
 
 
-def test_a_slow_tool_list_times_out_within_the_list_timeout() -> None:
-    with McpServer(list_delay=3) as server:
-        started = time.monotonic()
-        with pytest.raises(MCPTimeoutError, match=r"listing tools took longer than 0\.3 s"):
-            handler(agent_for(server, list_timeout=0.3))
-        assert time.monotonic() - started < 2
+def test_a_slow_tool_list_times_out_within_the_list_timeout(
+    own_server: Callable[..., McpServer],
+) -> None:
+    server = own_server(list_delay=3)
+    started = time.monotonic()
+    with pytest.raises(MCPTimeoutError, match=r"listing tools took longer than 0\.3 s"):
+        handler(agent_for(server, list_timeout=0.3))
+    assert time.monotonic() - started < 2
 
 
-def test_a_url_without_an_mcp_endpoint_says_so() -> None:
-    with McpServer() as server:
-        agent = agent_for(server.url.replace("/mcp", "/other"))
-        with pytest.raises(MCPProtocolError, match=r"HTTP 404, no MCP endpoint .*check base_url"):
-            handler(agent)
+def test_a_url_without_an_mcp_endpoint_says_so(sse_server: McpServer) -> None:
+    agent = agent_for(sse_server.url.replace("/mcp", "/other"))
+    with pytest.raises(MCPProtocolError, match=r"HTTP 404, no MCP endpoint .*check base_url"):
+        handler(agent)
 
 
 def test_a_server_that_never_answers_times_out_within_the_connect_timeout() -> None:
     with socket.socket() as listener:  # accepts connections (the backlog) and never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        agent = agent_for(f"http://127.0.0.1:{listener.getsockname()[1]}/mcp", connect_timeout=0.5)
+        agent = agent_for(f"http://127.0.0.1:{listener.getsockname()[1]}/mcp", connect_timeout=0.2)
         started = time.monotonic()
         with pytest.raises(MCPTimeoutError):
             handler(agent)
@@ -315,7 +431,8 @@ def test_a_restarted_server_answers_the_next_call(server: McpServer) -> None:
 
 
 def test_a_call_cut_off_by_a_server_stop_fails_and_is_never_sent_again(server: McpServer) -> None:
-    slow = handler(agent_for(server, call_timeout=1.5)).get_function("slow")
+    h = handler(agent_for(server, call_timeout=1.5))
+    slow = h.get_function("slow")
     outcome: list[BaseException] = []
 
     def call() -> None:
@@ -324,10 +441,11 @@ def test_a_call_cut_off_by_a_server_stop_fails_and_is_never_sent_again(server: M
         except MCPError as err:
             outcome.append(err)
 
+    calling = arrival(server, "tools/call")
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(0.3)
-    server.stop()  # the call was running on it
+    assert calling.wait(PATIENT)
+    server.stop()  # the call is running on it (uvicorn lets it run while it shuts down)
     caller.join(10)
     server.reset_counts()
     server.start()
@@ -336,91 +454,100 @@ def test_a_call_cut_off_by_a_server_stop_fails_and_is_never_sent_again(server: M
     # have run, so it is not sent again.
     (err,) = outcome
     assert isinstance(err, (MCPConnectionError, MCPProtocolError)), repr(err)
-    time.sleep(0.3)
     assert server.count("tools/call") == 0
+    # The client's next call reaches the restarted server, and nothing of the cut-off call
+    # went out with it.
+    assert h.get_function("add")(a=1, b=1)[0]["text"] == "2"
+    assert {r.params["name"] for r in server.requests("tools/call")} == {"add"}
 
 
-def test_a_session_reopened_after_a_restart_fetches_the_list_again() -> None:
-    with McpServer() as server:
-        add = handler(agent_for(server)).get_function("add")
-        server.tools = only_add
-        server.restart()
-        assert add(a=1, b=1)[0]["text"] == "2"  # on a new session
-        fresh = agent_for(server)
-        handler(fresh)
-        assert [t["name"] for t in fresh["configuration"]["tools"]] == ["add"]
+def test_a_session_reopened_after_a_restart_fetches_the_list_again(
+    own_server: Callable[..., McpServer],
+) -> None:
+    server = own_server()
+    add = handler(agent_for(server)).get_function("add")
+    server.tools = only_add
+    server.restart()
+    assert add(a=1, b=1)[0]["text"] == "2"  # on a new session
+    fresh = agent_for(server)
+    handler(fresh)
+    assert [t["name"] for t in fresh["configuration"]["tools"]] == ["add"]
 
 
-def test_calls_in_flight_when_a_server_restarts_are_sent_once_more_on_one_new_session() -> None:
-    with McpServer() as server:
-        add = handler(agent_for(server)).get_function("add")
-        add(a=0, b=0)
-        server.restart()
-        server.reset_counts()
-        answers: list[str] = []
-        threads = [
-            threading.Thread(target=lambda i=i: answers.append(add(a=i, b=0)[0]["text"]))
-            for i in range(8)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(answers, key=int) == [str(i) for i in range(8)]
-        assert server.count("initialize") == 1  # one new session for all of them
+def test_calls_in_flight_when_a_server_restarts_are_sent_once_more_on_one_new_session(
+    sse_server: McpServer,
+) -> None:
+    server = sse_server
+    add = handler(agent_for(server)).get_function("add")
+    add(a=0, b=0)
+    server.restart()
+    server.reset_counts()
+    answers: list[str] = []
+    threads = [
+        threading.Thread(target=lambda i=i: answers.append(add(a=i, b=0)[0]["text"]))
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers, key=int) == [str(i) for i in range(8)]
+    assert server.count("initialize") == 1  # one new session for all of them
 
 
-def test_idle_sessions_close_when_another_opens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "IDLE_SECONDS", 0.05)
-    with McpServer() as server:
-        first = agent_for(server)
-        second = agent_for(server)
-        second["mcp_servers"][0]["setting"]["headers"] = {"X-Tenant": "t2"}
-        handler(first).get_function("add")(a=1, b=1)
-        time.sleep(0.1)
-        handler(second).get_function("add")(a=1, b=1)  # opens t2's session: t1's is idle
-        deadline = time.monotonic() + 5
-        while not server.requests("DELETE") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        (ended,) = server.requests("DELETE")
-        assert ended.headers["x-tenant"] == "t1"
-        assert handler(agent_for(server)).get_function("add")(a=2, b=2)[0]["text"] == "4"
-        assert server.count("initialize") == 3  # t1's next call opened a new session
+def test_idle_sessions_close_when_another_opens(sse_server: McpServer, clock: Clock) -> None:
+    server = sse_server
+    first = agent_for(server)
+    second = agent_for(server)
+    second["mcp_servers"][0]["setting"]["headers"] = {"X-Tenant": "t2"}
+    handler(first).get_function("add")(a=1, b=1)
+    clock.advance(session.IDLE_SECONDS + 1)
+    ended_one = arrival(server, "DELETE")
+    handler(second).get_function("add")(a=1, b=1)  # opens t2's session: t1's is idle
+    assert ended_one.wait(PATIENT)
+    (ended,) = server.requests("DELETE")
+    assert ended.headers["x-tenant"] == "t1"
+    assert handler(agent_for(server)).get_function("add")(a=2, b=2)[0]["text"] == "4"
+    assert server.count("initialize") == 3  # t1's next call opened a new session
 
 
-def test_the_list_changed_notification_drops_the_cached_list() -> None:
-    with McpServer() as server:  # stateful with SSE answers: notifications reach the client
-        h = handler(agent_for(server))
-        assert h.get_function("grow")(name="shiny") == [{"type": "text", "text": "added shiny"}]
-        fresh = agent_for(server)
-        handler(fresh)
-        assert "shiny" in [t["name"] for t in fresh["configuration"]["tools"]]
-        assert server.count("tools/list") == 2
+def test_the_list_changed_notification_drops_the_cached_list(
+    own_server: Callable[..., McpServer],
+) -> None:
+    server = own_server()  # stateful with SSE answers: notifications reach the client
+    h = handler(agent_for(server))
+    assert h.get_function("grow")(name="shiny") == [{"type": "text", "text": "added shiny"}]
+    fresh = agent_for(server)
+    handler(fresh)
+    assert "shiny" in [t["name"] for t in fresh["configuration"]["tools"]]
+    assert server.count("tools/list") == 2
 
 
-def test_the_tool_list_expires_after_its_ttl() -> None:
-    with McpServer() as server:
-        handler(agent_for(server, tools_ttl=0.2))
-        handler(agent_for(server, tools_ttl=0.2))
-        time.sleep(0.3)
-        handler(agent_for(server, tools_ttl=0.2))
-        assert server.count("tools/list") == 2
+def test_the_tool_list_expires_after_its_ttl(sse_server: McpServer, clock: Clock) -> None:
+    server = sse_server
+    handler(agent_for(server, tools_ttl=0.2))
+    handler(agent_for(server, tools_ttl=0.2))
+    clock.advance(0.3)
+    handler(agent_for(server, tools_ttl=0.2))
+    assert server.count("tools/list") == 2
 
 
 # -- several servers ---------------------------------------------------------------------------
-def test_a_name_offered_by_two_servers_is_refused_unless_prefixed() -> None:
-    with McpServer() as one, McpServer(stateless=True, json_response=True) as two:
-        agent = agent_for(one, two)
-        with pytest.raises(MCPConfigError, match="'add' is offered by servers 'srv0' and 'srv1'"):
-            handler(agent)
-        assert agent["configuration"] == {}
-        agent["mcp_servers"][1]["setting"]["tool_prefix"] = "b_"
-        h = handler(agent)
-        names = [t["name"] for t in agent["configuration"]["tools"]]
-        assert names == TOOL_NAMES + [f"b_{n}" for n in TOOL_NAMES]
-        assert h.get_function("b_add")(a=1, b=2)[0]["text"] == "3"
-        assert two.count("tools/call") == 1 and one.count("tools/call") == 0
-        assert two.requests("tools/call")[0].params["name"] == "add"
+def test_a_name_offered_by_two_servers_is_refused_unless_prefixed(
+    sse_server: McpServer, stateless_server: McpServer
+) -> None:
+    one, two = sse_server, stateless_server
+    agent = agent_for(one, two)
+    with pytest.raises(MCPConfigError, match="'add' is offered by servers 'srv0' and 'srv1'"):
+        handler(agent)
+    assert agent["configuration"] == {}
+    agent["mcp_servers"][1]["setting"]["tool_prefix"] = "b_"
+    h = handler(agent)
+    names = [t["name"] for t in agent["configuration"]["tools"]]
+    assert names == TOOL_NAMES + [f"b_{n}" for n in TOOL_NAMES]
+    assert h.get_function("b_add")(a=1, b=2)[0]["text"] == "3"
+    assert two.count("tools/call") == 1 and one.count("tools/call") == 0
+    assert two.requests("tools/call")[0].params["name"] == "add"
 
 
 @pytest.mark.parametrize(
@@ -433,25 +560,26 @@ def test_a_name_offered_by_two_servers_is_refused_unless_prefixed() -> None:
     ],
 )
 def test_allow_and_block_lists_choose_the_tools_offered(
-    setting: dict[str, Any], offered: list[str]
+    sse_server: McpServer, setting: dict[str, Any], offered: list[str]
 ) -> None:
-    with McpServer() as server:
-        agent = agent_for(server, **setting)
-        h = handler(agent)
-        assert [t["name"] for t in agent["configuration"]["tools"]] == offered
-        with pytest.raises(MCPToolNotFound):
-            h.get_function("slow")
+    agent = agent_for(sse_server, **setting)
+    h = handler(agent)
+    assert [t["name"] for t in agent["configuration"]["tools"]] == offered
+    with pytest.raises(MCPToolNotFound):
+        h.get_function("slow")
 
 
-def test_warm_lists_ahead_so_handlers_make_no_request() -> None:
-    with McpServer() as a, McpServer() as b, McpServer() as c:
-        agent = agent_for(a, b, c, tool_prefix="")
-        for i, entry in enumerate(agent["mcp_servers"]):
-            entry["setting"]["tool_prefix"] = f"s{i}_"
-        warm(agent["mcp_servers"])
-        counts = [s.count("tools/list") for s in (a, b, c)]
-        handler(copy.deepcopy(agent))
-        assert [s.count("tools/list") for s in (a, b, c)] == counts == [1, 1, 1]
+def test_warm_lists_ahead_so_handlers_make_no_request(
+    own_server: Callable[..., McpServer],
+) -> None:
+    a, b, c = own_server(), own_server(), own_server()
+    agent = agent_for(a, b, c, tool_prefix="")
+    for i, entry in enumerate(agent["mcp_servers"]):
+        entry["setting"]["tool_prefix"] = f"s{i}_"
+    warm(agent["mcp_servers"])
+    counts = [s.count("tools/list") for s in (a, b, c)]
+    handler(copy.deepcopy(agent))
+    assert [s.count("tools/list") for s in (a, b, c)] == counts == [1, 1, 1]
 
 
 def _call_in_child(url: str, out: Any) -> None:
@@ -461,16 +589,16 @@ def _call_in_child(url: str, out: Any) -> None:
         out.put(repr(err))
 
 
-def test_a_forked_child_makes_its_own_session() -> None:
-    with McpServer() as server:
-        handler(agent_for(server)).get_function("add")(a=1, b=1)
-        context = multiprocessing.get_context("fork")
-        out = context.Queue()
-        child = context.Process(target=_call_in_child, args=(server.url, out))
-        child.start()
-        child.join(30)
-        assert out.get(timeout=1) == "10"
-        assert server.count("initialize") == 2
-        # The child's handler was set up from the inherited list; the one more tools/list is
-        # the SDK's own, sent before the first call of every new session.
-        assert server.count("tools/list") == 2
+def test_a_forked_child_makes_its_own_session(sse_server: McpServer) -> None:
+    server = sse_server
+    handler(agent_for(server)).get_function("add")(a=1, b=1)
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_call_in_child, args=(server.url, out))
+    child.start()
+    child.join(30)
+    assert out.get(timeout=1) == "10"
+    assert server.count("initialize") == 2
+    # The child's handler was set up from the inherited list; the one more tools/list is
+    # the SDK's own, sent before the first call of every new session.
+    assert server.count("tools/list") == 2

@@ -21,10 +21,10 @@ import pytest
 from botocore.config import Config
 from openfeature.evaluation_context import EvaluationContext
 
+from ai_agent_handler import RampError
 from ai_agent_handler.exceptions import FlagFileError, StoreError
 from ai_agent_handler.flag_file.provider import FlagFileProvider
 from ai_agent_handler.ops import edits
-from ai_agent_handler.ops.ramp import RampError
 from ai_agent_handler.ops.ramp_control import Ramp
 from ai_agent_handler.ops.store import FlagStore, LocalFileStore, commit, open_store
 from tests.support import BUCKET, FLAGS_DIR, REGION
@@ -490,9 +490,24 @@ def test_ramp_command_line_errors(
     assert sorted(p.name for p in local_file.parent.iterdir()) == [local_file.name]
 
 
-def test_tick_without_a_ramp_is_nothing_to_do(run: Runner, local_file: Path) -> None:
+@pytest.mark.parametrize("history", ["fresh", "edited"])
+def test_tick_without_a_ramp_is_nothing_to_do(run: Runner, local_file: Path, history: str) -> None:
+    """Nothing is written: the file (bytes, time, version), its audit log and the folder are as
+    they were, whether or not an earlier change left a lock and an audit log beside it."""
+    if history == "edited":
+        assert run("--file", str(local_file), "percent", "5", "--reason", "CHG-1").code == 0
+    store = open_store(str(local_file))
+    folder = {path.name: path.read_bytes() for path in local_file.parent.iterdir()}
+    modified = local_file.stat().st_mtime_ns
+    version, records = edits.version_of(flag_doc(store)), audit(store)
     result = run("--file", str(local_file), "ramp", "tick")
     assert result.code == 0 and "no ramp" in result.out
+    assert {path.name: path.read_bytes() for path in local_file.parent.iterdir()} == folder
+    assert local_file.stat().st_mtime_ns == modified
+    assert edits.version_of(flag_doc(store)) == version == (2 if history == "edited" else 1)
+    assert audit(store) == records and len(records) == (1 if history == "edited" else 0)
+    if history == "fresh":
+        assert list(folder) == [local_file.name]  # no lock file, no audit log
 
 
 def test_the_cli_walks_a_ramp_with_json_output(

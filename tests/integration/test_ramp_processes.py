@@ -1,10 +1,14 @@
 """The ramp across real processes: concurrent controllers, a controller killed mid-step, a
-CI job waiting on the outcome. ``ai-agent-rollout`` runs as subprocesses; S3 and CloudWatch
-are moto's threaded server on loopback (``AWS_ENDPOINT_URL``).
+CI job waiting on the outcome. Those run ``ai-agent-rollout`` as subprocesses; the commands
+around them (the ``ramp start`` a test begins with, an operator's lever, the tick after a
+crash) run it in this process. S3 and CloudWatch are moto's threaded server on loopback
+(``AWS_ENDPOINT_URL``).
 
 No test waits for time to pass: a step's bake is made over by setting the time the store
-says the file was written (:func:`tests.support.store_clock.set_modified`), and a waiting
-process is known to wait by the line it prints.
+says the file was written (:func:`tests.support.store_clock.set_modified`); a process says
+on standard error when it has reached the point a test waits for, and the processes that
+must wait for the test (at their write, between two looks) read a line from standard input
+first; a process whose wait must run out has a clock that moves by each nap at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ import boto3
 import pytest
 
 from ai_agent_handler.ops import edits
+from ai_agent_handler.ops.cli import main as rollout_cli
 from ai_agent_handler.ops.store import FlagStore, open_store
 from tests.support import BUCKET, FLAGS_DIR, REGION, REPO
 from tests.support.store_clock import set_modified
@@ -41,19 +47,70 @@ ramp_control.commit = commit
 sys.exit(cli.main(sys.argv[2:]))
 """
 
+#: A controller that stops at the one write of the flag file: it says ``at the write`` on
+#: standard error, and writes once a line comes on standard input.
+AT_THE_WRITE = """
+import sys
+from ai_agent_handler.ops import cli, ramp_control
+real = ramp_control.commit
+def commit(*args, **kwargs):
+    print("at the write", file=sys.stderr, flush=True)
+    sys.stdin.readline()
+    return real(*args, **kwargs)
+ramp_control.commit = commit
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+#: The CLI whose naps (``time.sleep``) are the test's: ``paced``, each nap lasts until a line
+#: comes on standard input (or, once that is closed, its real length); ``virtual``, each nap
+#: moves the process's monotonic clock on by its length at once.
+NAPS = """
+import sys, time
+from ai_agent_handler.ops import cli
+real_sleep = time.sleep
+if sys.argv[1] == "paced":
+    def nap(seconds):
+        if not sys.stdin.readline():
+            real_sleep(seconds)
+else:
+    now = [time.monotonic()]
+    def nap(seconds):
+        now[0] += seconds
+    time.monotonic = lambda: now[0]
+time.sleep = nap
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
 
 @pytest.fixture
-def env(moto_server: str) -> dict[str, str]:
+def env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of ``ai-agent-rollout``, in a subprocess (returned) and in this one."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AI_AGENT_ROLLOUT_ACTOR", "cron")
     out = dict(os.environ)
     out.update(
-        AWS_ENDPOINT_URL=moto_server,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION=REGION,
-        AI_AGENT_ROLLOUT_ACTOR="cron",
         PYTHONPATH=str(REPO),
     )
     return out
+
+
+@pytest.fixture
+def atomic_s3_puts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 applies a conditional put (``If-Match``) atomically; moto's server checks the
+    condition and stores the object in separate steps, so here it makes one put at a time."""
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    put_object = S3Response.put_object
+
+    def one_at_a_time(self: S3Response) -> Any:
+        with lock:
+            return put_object(self)
+
+    monkeypatch.setattr(S3Response, "put_object", one_at_a_time)
 
 
 def cli(
@@ -65,8 +122,30 @@ def cli(
         else [sys.executable, "-m", "ai_agent_handler.ops.cli"]
     )
     return subprocess.Popen(
-        [*command, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, *argv],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def says(process: Any, line: str) -> None:
+    """Wait until ``process`` writes ``line`` to standard error (it failed if it ended first)."""
+    before = []
+    for said in iter(process.stderr.readline, ""):
+        if said == line + "\n":
+            return
+        before.append(said)
+    code, out, err = finish(process)
+    pytest.fail(f"{line!r} never said; exit {code}\n{out}\n{''.join(before)}{err}")
+
+
+def go_on(process: Any) -> None:
+    """One line on the standard input of ``process``: what it waits for goes on."""
+    process.stdin.write("\n")
+    process.stdin.flush()
 
 
 def finish(process: Any, timeout: float = 60) -> tuple[int, str, str]:
@@ -125,22 +204,18 @@ def ramp_state(store: FlagStore) -> dict[str, Any]:
     return dict(json.loads(flag(store)["metadata"]["ramp"]))
 
 
-def start(env: dict[str, str], live: str, bake: str = "1h") -> None:
-    code, _, err = finish(
-        cli(
-            env,
-            "--file",
-            live,
-            "ramp",
-            "start",
-            "--steps",
-            "1,5,25",
-            "--bake",
-            bake,
-            "--min-decisions",
-            "0",
-        )
-    )
+def here(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``ai-agent-rollout`` in this process (with the environment of ``env``): its exit code,
+    standard output and standard error."""
+    capsys.readouterr()
+    code = rollout_cli(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def start(capsys: pytest.CaptureFixture[str], live: str) -> None:
+    steps = ["--steps", "1,5,25", "--bake", "1h", "--min-decisions", "0"]
+    code, _, err = here(capsys, "--file", live, "ramp", "start", *steps)
     assert code == 0, err
 
 
@@ -150,12 +225,22 @@ def bake_over(store: FlagStore) -> None:
     set_modified(store, two_hours_ago)
 
 
+@pytest.mark.slow
 def test_controllers_ticking_at_once_make_exactly_one_step(
-    env: dict[str, str], live: str, store: FlagStore
+    env: dict[str, str],
+    live: str,
+    store: FlagStore,
+    atomic_s3_puts: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    start(env, live)
+    start(capsys, live)
     bake_over(store)
-    controllers = [cli(env, "--file", live, "ramp", "tick") for _ in range(4)]
+    controllers = [cli(env, "--file", live, "ramp", "tick", script=AT_THE_WRITE) for _ in range(4)]
+    # All four read the file, judged the step and decided to advance before any writes.
+    for controller in controllers:
+        says(controller, "at the write")
+    for controller in controllers:
+        go_on(controller)
     results = [finish(c) for c in controllers]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
     assert percent(store) == 5
@@ -175,9 +260,15 @@ def test_controllers_ticking_at_once_make_exactly_one_step(
     ("dies", "at", "then"), [("before", 1, "advanced"), ("after", 5, "baking")]
 )
 def test_a_controller_killed_mid_step_leaves_one_whole_state_behind(
-    env: dict[str, str], live: str, store: FlagStore, dies: str, at: int, then: str
+    env: dict[str, str],
+    live: str,
+    store: FlagStore,
+    capsys: pytest.CaptureFixture[str],
+    dies: str,
+    at: int,
+    then: str,
 ) -> None:
-    start(env, live)
+    start(capsys, live)
     bake_over(store)
     code, _, _ = finish(cli(env, "--file", live, "ramp", "tick", script=DIES, extra=(dies,)))
     assert code == 9
@@ -186,7 +277,7 @@ def test_a_controller_killed_mid_step_leaves_one_whole_state_behind(
     assert percent(store) == at
     state = ramp_state(store)
     assert (state["step"], state["status"]) == (0 if at == 1 else 1, "running")
-    code, out, err = finish(cli(env, "--file", live, "ramp", "tick"))
+    code, out, err = here(capsys, "--file", live, "ramp", "tick")
     assert code == 0, err
     assert then in out
     assert ramp_actions(store) == ["start", "advance"]
@@ -198,27 +289,46 @@ def test_a_controller_killed_mid_step_leaves_one_whole_state_behind(
     [("pause", 5, "paused"), ("abort", 5, "aborted"), ("promote", 0, "done")],
 )
 def test_status_wait_exits_with_the_ramps_outcome(
-    env: dict[str, str], tmp_path: Path, lever: str, code: int, says: str
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lever: str,
+    code: int,
+    says: str,
 ) -> None:
     live = tmp_path / "production.flagd.json"
     shutil.copyfile(FLAGS_DIR / "production.flagd.json", live)
-    start(env, str(live))
-    waiting = cli(env, "--file", str(live), "ramp", "status", "--wait", "--interval", "1s")
+    start(capsys, str(live))
+    waiting = cli(
+        env,
+        "--file",
+        str(live),
+        "ramp",
+        "status",
+        "--wait",
+        "--interval",
+        "1s",
+        script=NAPS,
+        extra=("paced",),
+    )
     assert waiting.stderr is not None
     said = waiting.stderr.readline()  # it has looked once, and waits
     assert said.startswith("ai-agent-rollout: waiting for the ramp to end: running, step 1/3")
     assert waiting.poll() is None
-    lever_code, _, err = finish(cli(env, "--file", str(live), "ramp", lever, "--reason", "CI"))
+    lever_code, _, err = here(capsys, "--file", str(live), "ramp", lever, "--reason", "CI")
     assert lever_code == 0, err
+    go_on(waiting)  # its nap is over: it looks again
     got, out, err = finish(waiting, timeout=30)
     assert got == code, err
     assert f": {says}, " in out
 
 
-def test_status_wait_gives_up_after_its_timeout(env: dict[str, str], tmp_path: Path) -> None:
+def test_status_wait_gives_up_after_its_timeout(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     live = tmp_path / "production.flagd.json"
     shutil.copyfile(FLAGS_DIR / "production.flagd.json", live)
-    start(env, str(live))
+    start(capsys, str(live))
     got, out, err = finish(
         cli(
             env,
@@ -231,6 +341,8 @@ def test_status_wait_gives_up_after_its_timeout(env: dict[str, str], tmp_path: P
             "1s",
             "--timeout",
             "1s",
+            script=NAPS,
+            extra=("virtual",),
         )
     )
     assert got == 6 and "running, step 1/3 (1 %)" in out

@@ -1,11 +1,11 @@
 """``ai-agent-rollout retire-check``: the plan's phase 4 ("remove fallback logic after all
 systems migrated") as checks, against files, moto's S3 and moto's CloudWatch.
 
-A scratch checkout (``flags/`` and a ``pyproject.toml``) holds the shipped phase files the
-command finds as ``--phase`` does; live files are local (their age set with ``os.utime``) or
-S3 objects. moto stamps an S3 object with the real time and cannot backdate it, so the S3
-cases run the check later through the injectable ``now`` (and put their metrics in that
-later window: moto takes any timestamp and filters by it).
+A scratch checkout (``flags/`` beside an ``ai_agent_handler/`` package) holds the shipped
+phase files the command finds as ``--phase`` does; live files are local (their age set with
+``os.utime``) or S3 objects. moto stamps an S3 object with the real time and cannot backdate
+it, so the S3 cases run the check later through the injectable ``now`` (and put their
+metrics in that later window: moto takes any timestamp and filters by it).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -138,7 +139,8 @@ def checkout(root: Path, shipped: dict[str, dict[str, Any]]) -> Path:
     flags.mkdir(parents=True, exist_ok=True)
     for phase, doc in shipped.items():
         (flags / f"{phase}.flagd.json").write_bytes(dump(doc))
-    (root / "pyproject.toml").write_text('[project]\nname = "ai_agent_handler"\n')
+    (root / "ai_agent_handler").mkdir(exist_ok=True)  # a checkout: flags/ beside the package
+    (root / "ai_agent_handler" / "__init__.py").write_text("")
     return flags
 
 
@@ -298,8 +300,8 @@ CASES: list[tuple[str, Callable[[Fleet], None], dict[str, tuple[str, str]]]] = [
         "no-live-for-production",
         lambda f: f.live.pop("production"),
         {
-            "files": ("unknown", "no --live given for production"),
-            "quiet": ("unknown", "no --live given for production"),
+            "files": ("unknown", "the live file of production was not named"),
+            "quiet": ("unknown", "the live file of production was not named"),
         },
     ),
     (
@@ -509,8 +511,9 @@ def test_a_failing_check_outranks_a_read_error(
 
 
 def test_code_references_are_listed_capped_and_never_block(
-    run: Runner, here: Path, cloudwatch: Any, tmp_path: Path
+    run: Runner, here: Path, cloudwatch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # whole lines, however long the temporary path
     many = tmp_path / "many.py"
     many.write_text("".join(f"x{i} = FLAG_SOURCE\n" for i in range(250)))
     argv = Fleet().build(here, cloudwatch)
@@ -528,7 +531,9 @@ def test_code_references_are_listed_capped_and_never_block(
     lines = human.out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["INFO", "code"])
     assert "250 reference(s) in 1 file(s)" in lines[at]
-    listed = lines[at + 1 : at + 22]
+    # The references, indented by 10 (the detail's own wrapped lines hang deeper).
+    listed = [line for line in lines[at + 1 :] if re.match(r" {10}\S", line)]
+    assert len(listed) == 21
     assert listed[0].strip() == f"{many}:1: x0 = FLAG_SOURCE"
     assert listed[20].strip() == "... and 230 more (--json lists 200)"
 
@@ -696,8 +701,8 @@ def test_the_json_report(run: Runner, here: Path, cloudwatch: Any) -> None:
     quiet = check_of(body, "quiet")["evidence"]
     assert quiet["phases"]["production"] == {
         "result": "unknown",
-        "detail": "no --live given for production; `--live production=none` if that fleet "
-        "has no live file",
+        "detail": "the live file of production was not named (name none if that fleet has no "
+        "live file)",
         "source": None,
     }
 

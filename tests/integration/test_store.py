@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from ai_agent_handler import FLAG_KEY
 from ai_agent_handler.exceptions import (
@@ -23,7 +22,6 @@ from ai_agent_handler.exceptions import (
 from ai_agent_handler.ops import edits
 from ai_agent_handler.ops.store import (
     Change,
-    FlagStore,
     LocalFileStore,
     S3Store,
     Snapshot,
@@ -31,93 +29,30 @@ from ai_agent_handler.ops.store import (
     open_store,
 )
 from tests.support import BUCKET, FLAGS_DIR
-from tests.support.flags import disk_full_for
+from tests.support.live import PROD_KEY, LiveFile, local_file, s3_object
 
 SHIPPED = (FLAGS_DIR / "production.flagd.json").read_bytes()
-KEY = "ai-agent/production.flagd.json"
-
-
-class Place:
-    """Where the file is, how the test reads back what was written, how its audit fails."""
-
-    def __init__(
-        self,
-        store: FlagStore,
-        read: Callable[[], bytes | None],
-        audit: Callable[[], list[dict[str, Any]]],
-        fail_audit: Callable[[pytest.MonkeyPatch], None],
-    ) -> None:
-        self.store, self.read, self.audit, self.fail_audit = store, read, audit, fail_audit
-
-    def doc(self) -> dict[str, Any]:
-        data = self.read()
-        assert data is not None
-        return dict(json.loads(data))
-
-
-def _local(tmp_path: Path, data: bytes | None) -> Place:
-    path = tmp_path / "production.flagd.json"
-    if data is not None:
-        path.write_bytes(data)
-    log = tmp_path / "production.flagd.json.audit.jsonl"
-
-    def audit() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-    def fail_audit(monkeypatch: pytest.MonkeyPatch) -> None:
-        disk_full_for(monkeypatch, log)
-
-    return Place(
-        LocalFileStore(path, lock_timeout=1),
-        lambda: path.read_bytes() if path.exists() else None,
-        audit,
-        fail_audit,
-    )
-
-
-def _s3(client: Any, data: bytes | None) -> Place:
-    if data is not None:
-        client.put_object(Bucket=BUCKET, Key=KEY, Body=data)
-
-    def read() -> bytes | None:
-        try:
-            return bytes(client.get_object(Bucket=BUCKET, Key=KEY)["Body"].read())
-        except client.exceptions.NoSuchKey:
-            return None
-
-    def audit() -> list[dict[str, Any]]:
-        listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{KEY}.audit/")
-        keys = sorted(item["Key"] for item in listed.get("Contents", []))
-        return [json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read()) for k in keys]
-
-    def fail_audit(monkeypatch: pytest.MonkeyPatch) -> None:
-        # The boundary: the put of an audit object is refused (the flag object's is not).
-        real_put = client.put_object
-
-        def put_object(**kwargs: Any) -> Any:
-            if ".audit/" in kwargs["Key"]:
-                error = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
-                raise ClientError(error, "PutObject")  # type: ignore[arg-type]
-            return real_put(**kwargs)
-
-        monkeypatch.setattr(client, "put_object", put_object)
-
-    return Place(S3Store(f"s3://{BUCKET}/{KEY}", client=client), read, audit, fail_audit)
+KEY = PROD_KEY
+#: Makes the production flag file hold the bytes given (None: no file), and gives it.
+Place = Callable[[bytes | None], LiveFile]
 
 
 @pytest.fixture(params=["local", "s3"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[bytes | None], Place]:
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    """The production flag file holding the bytes given (None: none), local or on S3."""
     if request.param == "local":
-        return lambda data: _local(tmp_path, data)
+        return lambda data: local_file(tmp_path, data)
     client = request.getfixturevalue("s3")
-    return lambda data: _s3(client, data)
+    return lambda data: s3_object(client, data)
 
 
 def _allow(*endpoints: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda doc: edits.allow(doc, endpoints)
 
 
-def test_a_change_is_written_versioned_and_audited(place: Callable[[bytes | None], Place]) -> None:
+def test_a_change_is_written_versioned_and_audited(
+    place: Place,
+) -> None:
     where = place(SHIPPED)
     change = commit(
         where.store, _allow("ep-canary"), command="allow ep-canary", actor="alice", reason="CHG-1"
@@ -142,11 +77,11 @@ def test_a_change_is_written_versioned_and_audited(place: Callable[[bytes | None
     assert (
         record["before"]["kind"] == "legacy-everywhere" and record["after"]["kind"] == "allow-list"
     )
-    assert change.to_json()["after"] == record["after"]
+    assert change.after.to_json() == record["after"]
 
 
 def test_an_edit_that_changes_nothing_writes_nothing(
-    place: Callable[[bytes | None], Place],
+    place: Place,
 ) -> None:
     where = place(SHIPPED)
     change = commit(where.store, edits.rollback, command="rollback", actor="a", repair=True)
@@ -155,7 +90,7 @@ def test_an_edit_that_changes_nothing_writes_nothing(
     assert where.read() == SHIPPED and where.audit() == []
 
 
-def test_a_rollback_says_how_to_restore(place: Callable[[bytes | None], Place]) -> None:
+def test_a_rollback_says_how_to_restore(place: Place) -> None:
     where = place(SHIPPED)
     commit(where.store, _allow("ep-a"), command="allow", actor="a")
     commit(where.store, lambda d: edits.set_percent(d, 25), command="percent 25", actor="a")
@@ -168,9 +103,7 @@ BROKEN = [b"{not json", b"[]", json.dumps({"flags": {}}).encode(), b"\xff\xfe"]
 
 
 @pytest.mark.parametrize("data", BROKEN, ids=["garbage", "array", "no-flag", "not-utf8"])
-def test_an_invalid_file_is_refused_and_left_alone(
-    place: Callable[[bytes | None], Place], data: bytes
-) -> None:
+def test_an_invalid_file_is_refused_and_left_alone(place: Place, data: bytes) -> None:
     where = place(data)
     with pytest.raises(FlagFileError, match="run `rollback`"):
         commit(where.store, _allow("ep"), command="allow ep", actor="a")
@@ -178,9 +111,7 @@ def test_an_invalid_file_is_refused_and_left_alone(
 
 
 @pytest.mark.parametrize("data", BROKEN, ids=["garbage", "array", "no-flag", "not-utf8"])
-def test_a_rollback_repairs_an_invalid_file(
-    place: Callable[[bytes | None], Place], data: bytes
-) -> None:
+def test_a_rollback_repairs_an_invalid_file(place: Place, data: bytes) -> None:
     where = place(data)
     change = commit(where.store, edits.rollback, command="rollback", actor="a", repair=True)
     assert change.changed and change.before is None and change.after.kind == "legacy-everywhere"
@@ -189,12 +120,15 @@ def test_a_rollback_repairs_an_invalid_file(
     assert len(where.audit()) == 1
 
 
-def test_a_missing_file_is_an_error_unless_created(place: Callable[[bytes | None], Place]) -> None:
+def test_a_missing_file_is_an_error_unless_created(
+    place: Place,
+) -> None:
     where = place(None)
     with pytest.raises(StoreError, match="no such file"):
         commit(where.store, _allow("ep"), command="allow ep", actor="a")
-    with pytest.raises(StoreError, match="rollback --create"):
+    with pytest.raises(StoreError, match="no such file") as refused:
         commit(where.store, edits.rollback, command="rollback", actor="a", repair=True)
+    assert refused.value.options == {"create": ""}  # the argument that lets it through
     assert where.read() is None
     change = commit(
         where.store, edits.rollback, command="rollback", actor="a", repair=True, create=True
@@ -204,7 +138,9 @@ def test_a_missing_file_is_an_error_unless_created(place: Callable[[bytes | None
     assert where.doc()["metadata"]["phase"] == "production"
 
 
-def test_an_edit_that_cannot_apply_names_the_file(place: Callable[[bytes | None], Place]) -> None:
+def test_an_edit_that_cannot_apply_names_the_file(
+    place: Place,
+) -> None:
     doc = json.loads(SHIPPED)
     doc["flags"][FLAG_KEY]["state"] = "DISABLED"
     data = json.dumps(doc).encode()
@@ -216,7 +152,7 @@ def test_an_edit_that_cannot_apply_names_the_file(place: Callable[[bytes | None]
 
 
 def test_an_edit_whose_result_is_invalid_is_not_written(
-    place: Callable[[bytes | None], Place],
+    place: Place,
 ) -> None:
     where = place(SHIPPED)
 
@@ -231,7 +167,7 @@ def test_an_edit_whose_result_is_invalid_is_not_written(
 
 
 def test_an_audit_log_that_cannot_be_opened_refuses_the_change(
-    place: Callable[[bytes | None], Place], tmp_path: Path
+    place: Place, tmp_path: Path
 ) -> None:
     where = place(SHIPPED)
     (tmp_path / "audit").mkdir()  # a directory where the audit log should be
@@ -246,7 +182,7 @@ def test_an_audit_log_that_cannot_be_opened_refuses_the_change(
 
 @pytest.mark.parametrize("data", [SHIPPED, None], ids=["changed", "created"])
 def test_a_change_whose_audit_record_fails_is_undone(
-    place: Callable[[bytes | None], Place], monkeypatch: pytest.MonkeyPatch, data: bytes | None
+    place: Place, monkeypatch: pytest.MonkeyPatch, data: bytes | None
 ) -> None:
     where = place(data)
     where.fail_audit(monkeypatch)
@@ -261,7 +197,7 @@ def test_a_change_whose_audit_record_fails_is_undone(
 def test_a_change_that_cannot_be_undone_either_says_it_is_written_unaudited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    where = _local(tmp_path, SHIPPED)
+    where = local_file(tmp_path, SHIPPED)
     where.fail_audit(monkeypatch)
     real_replace = os.replace
     replaced: list[str] = []
@@ -280,7 +216,7 @@ def test_a_change_that_cannot_be_undone_either_says_it_is_written_unaudited(
 
 
 def test_someone_elses_write_in_between_is_a_conflict_on_s3(s3: Any) -> None:
-    where = _s3(s3, SHIPPED)
+    where = s3_object(s3, SHIPPED)
     real_read = where.store.read
 
     def read_then_theirs() -> Snapshot:
@@ -295,7 +231,7 @@ def test_someone_elses_write_in_between_is_a_conflict_on_s3(s3: Any) -> None:
 
 
 def test_a_held_lock_is_a_conflict_on_a_local_file(tmp_path: Path) -> None:
-    where = _local(tmp_path, SHIPPED)
+    where = local_file(tmp_path, SHIPPED)
     other = LocalFileStore(where.store.source, lock_timeout=0.1)
     with where.store.locked(), pytest.raises(ConflictError, match="another operator"):
         commit(other, _allow("ep"), command="allow ep", actor="b")

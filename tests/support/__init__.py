@@ -4,9 +4,12 @@ Fixtures live in ``conftest.py`` files; these modules are imported explicitly.
 
 * :mod:`.aws`: what boto3 really sent (Lambda requests, SQS messages), EMF lines.
 * :mod:`.flags`: phase documents, flag-file writers, provider recorders.
-* :mod:`.cli`: running ``ai-agent-rollout`` in process, scratch phase files, audit records.
+* :mod:`.cli`: running ``ai-agent-rollout`` in process, scratch phase files and checkouts,
+  audit records.
+* :mod:`.live`: a live flag file, local or on S3, with raw access to its bytes and audit.
 * :mod:`.fault_server`: a scripted Lambda / SQS / S3 on loopback.
 * :mod:`.dev`: ``dev.py`` (the developer entry point) loaded as a module.
+* :mod:`.code_from_text`: the package run on code-shaped text under an audit hook.
 """
 
 from __future__ import annotations

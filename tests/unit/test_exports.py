@@ -1,10 +1,16 @@
-"""What the package exports is what it means to export, and its errors form one tree."""
+"""The public surface is small and stated, and the errors form one tree.
+
+Public: the names of ``ai_agent_handler.__all__``, the module the contract names
+(``ai_agent_handler.ai_agent_handler``), the receiver helper and the pytest plugin. Every
+other module is internal and lists no names.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
+import re
 
 import botocore.exceptions
 import pytest
@@ -16,18 +22,31 @@ from ai_agent_handler import exceptions
 PUBLIC = {
     "AIAgentEventHandler",
     "AIAgentHandlerError",
+    "ConflictError",
     "FLAG_DOMAIN",
     "FLAG_KEY",
     "FlagConfigError",
+    "FlagEditError",
+    "FlagFileError",
     "FlagFileProvider",
     "InvocationError",
     "KeyDecision",
     "MCPError",
     "MCPToolError",
+    "MetricsError",
     "PartitionKeyError",
+    "RampError",
+    "StoreError",
     "StreamDeliveryError",
     "StreamReport",
     "Utility",
+}
+#: The modules whose names are public besides the package's own.
+PUBLIC_MODULES = {
+    "ai_agent_handler",
+    "ai_agent_handler.ai_agent_handler",
+    "ai_agent_handler.pytest_plugin",
+    "ai_agent_handler.receiver",
 }
 
 
@@ -58,14 +77,24 @@ def test_an_unknown_attribute_is_an_attribute_error() -> None:
 
 
 @pytest.mark.parametrize("module", _modules())
-def test_every_module_lists_what_it_defines(module: str) -> None:
+def test_public_modules_list_what_they_define_and_internal_ones_list_nothing(module: str) -> None:
     mod = importlib.import_module(module)
     exported = getattr(mod, "__all__", None)
-    if exported is None:  # packages whose __init__ only documents their modules
-        assert mod.__file__ is not None and mod.__file__.endswith("__init__.py"), module
+    if module not in PUBLIC_MODULES:
+        assert exported is None, f"{module} is internal: it lists no public names"
         return
+    assert exported, module
     for name in exported:
         assert hasattr(mod, name), f"{module}.__all__ names {name!r}, which it lacks"
+
+
+def test_every_error_a_docstring_names_is_importable_from_the_package() -> None:
+    named = set()
+    for module in _modules():
+        text = inspect.getsource(importlib.import_module(module))
+        named |= set(re.findall(r":class:`~ai_agent_handler\.(\w+)`", text))
+    assert named
+    assert named <= set(ai_agent_handler.__all__), named - set(ai_agent_handler.__all__)
 
 
 def test_every_error_is_defined_in_the_exceptions_module_under_one_base() -> None:
@@ -83,10 +112,10 @@ def test_every_error_is_defined_in_the_exceptions_module_under_one_base() -> Non
     ]
     assert defined
     assert {obj.__module__ for _, obj in defined} == {"ai_agent_handler.exceptions"}
-    for name in exceptions.__all__:
-        error = getattr(exceptions, name)
-        assert issubclass(error, exceptions.AIAgentHandlerError), name
-        assert name in (exceptions.__doc__ or ""), f"{name} missing from the drawn tree"
+    for name, error in inspect.getmembers(exceptions, inspect.isclass):
+        if error.__module__ == exceptions.__name__ and not name.startswith("_"):
+            assert issubclass(error, exceptions.AIAgentHandlerError), name
+            assert name in (exceptions.__doc__ or ""), f"{name} missing from the drawn tree"
 
 
 @pytest.mark.parametrize(

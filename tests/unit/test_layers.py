@@ -101,3 +101,43 @@ def test_no_module_imports_a_part_above_it(path: Path) -> None:
         if name.startswith(forbidden)
     )
     assert bad == [], f"{_module_name(path)} ({part}) imports {bad}"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Each module and the modules it imports (a package only for a name it defines)."""
+    modules = {_module_name(path): path for path in SOURCES}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found = _imports(path)
+        graph[module] = {
+            name
+            for name in found
+            if name in modules
+            and name != module
+            # ``from . import session`` names the submodule, not the package it is in
+            and not any(other.startswith(name + ".") and other in modules for other in found)
+        }
+    return graph
+
+
+def test_no_import_circles() -> None:
+    # Typing-only and in-function imports count: a circle through them is still one idea
+    # split over modules that cannot be read one after the other.
+    graph = _module_graph()
+    assert "ai_agent_handler.decision_log" in graph["ai_agent_handler.decision"]  # in a function
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            here = todo.pop()
+            if here == goal:
+                return True
+            if here not in seen:
+                seen.add(here)
+                todo.extend(graph[here])
+        return False
+
+    circles = sorted(
+        (module, name) for module in graph for name in graph[module] if reaches(name, module)
+    )
+    assert circles == []

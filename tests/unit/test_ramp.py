@@ -10,23 +10,22 @@ from typing import Any
 
 import pytest
 
+from ai_agent_handler.exceptions import RampError
 from ai_agent_handler.ops.cloudwatch import Window, period_for
 from ai_agent_handler.ops.ramp import (
     Evidence,
     FlagView,
     Plan,
-    RampError,
     RampState,
     Verdict,
     content_digest,
     decide,
-    format_duration,
     judge,
     next_tick,
-    parse_duration,
     parse_steps,
     realign,
 )
+from ai_agent_handler.ops.times import format_duration, parse_duration
 from tests.support import FLAGS_DIR
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -52,7 +51,7 @@ def test_durations(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "2", "h", "2x", "-1h", "1.5h", "2h junk", "1 h"])
 def test_bad_durations_say_the_expected_form(text: str) -> None:
-    with pytest.raises(RampError, match=r"30m, 2h, 1d"):
+    with pytest.raises(ValueError, match=r"30m, 2h, 1d"):
         parse_duration(text)
 
 

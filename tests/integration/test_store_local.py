@@ -1,4 +1,5 @@
-"""The flag folder is shared: symlinks in it, two OS users, an audit log that cannot be written.
+"""A local flag file in a shared folder: symlinks in it, two OS users, an audit log that cannot
+be written.
 
 * The lock and the audit file are never opened through a symlink, and ``rollback`` never
   rewrites a file that is not a flag file through one; a symlink to a valid flag file still
@@ -13,8 +14,6 @@ Tests that need a second OS user run as root and fork a child that becomes ``nob
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -30,19 +29,12 @@ from ai_agent_handler.ops import cli
 from ai_agent_handler.ops import edits as fe
 from ai_agent_handler.ops.store import LocalFileStore, commit
 from tests.support import FLAGS_DIR
+from tests.support.cli import Runner, audit_records
 from tests.support.flags import disk_full_for
 
 SHIPPED = (FLAGS_DIR / "production.flagd.json").read_bytes()
 NOBODY = 65534
 ROOT = os.geteuid() == 0
-
-
-def _cli(*argv: str) -> tuple[int, str]:
-    """Run ``ai-agent-rollout`` in this process: its exit code and stderr."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = cli.main(list(argv))
-    return code, err.getvalue()
 
 
 def _as_nobody(work: Callable[[], Any]) -> Any:
@@ -84,18 +76,13 @@ def _beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    log = _beside(path, ".audit.jsonl")
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
 # -- symlinks --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("victim_exists", [True, False], ids=["to-a-file", "dangling"])
 @pytest.mark.parametrize("suffix", [".lock", ".audit.jsonl"])
 def test_a_symlink_at_the_lock_or_audit_file_is_refused(
-    tmp_path: Path, suffix: str, victim_exists: bool
+    run: Runner, tmp_path: Path, suffix: str, victim_exists: bool
 ) -> None:
     path = tmp_path / "production.flagd.json"
     path.write_bytes(SHIPPED)
@@ -105,7 +92,8 @@ def test_a_symlink_at_the_lock_or_audit_file_is_refused(
         victim.write_bytes(b"precious = 1\n")
     planted = _beside(path, suffix)
     planted.symlink_to(victim)
-    code, err = _cli("--file", str(path), "allow", "ep", "--reason", "CHG-1")
+    result = run("--file", str(path), "allow", "ep", "--reason", "CHG-1")
+    code, err = result.code, result.err
     assert code == cli.EXIT_ERROR, err
     assert len(err.strip().splitlines()) == 1, err
     assert f"refusing to follow a symlink at {planted}" in err
@@ -127,7 +115,7 @@ NOT_FLAG_FILES = {
 
 @pytest.mark.parametrize("name", sorted(NOT_FLAG_FILES))
 def test_rollback_never_rewrites_a_non_flag_file_through_a_symlink(
-    tmp_path: Path, name: str
+    run: Runner, tmp_path: Path, name: str
 ) -> None:
     content = NOT_FLAG_FILES[name]
     target = tmp_path / "etc" / "app.conf"
@@ -137,14 +125,16 @@ def test_rollback_never_rewrites_a_non_flag_file_through_a_symlink(
     link = tmp_path / "flags" / "production.flagd.json"
     link.parent.mkdir()
     link.symlink_to(target)
-    code, err = _cli("--file", str(link), "rollback", "--create", "--reason", "INC-1")
+    result = run("--file", str(link), "rollback", "--create", "--reason", "INC-1")
+    code, err = result.code, result.err
     assert code == cli.EXIT_ERROR, err
     assert len(err.strip().splitlines()) == 1, err
     assert str(link) in err and str(target) in err and f"--file {target}" in err
     assert (target.read_bytes() if target.exists() else None) == content
-    assert link.is_symlink() and _records(target) == [] and _records(link) == []
+    assert link.is_symlink() and audit_records(target) == [] and audit_records(link) == []
     # What the message proposes works when the target really is meant to be the flag file.
-    code, err = _cli("--file", str(target), "rollback", "--create")
+    result = run("--file", str(target), "rollback", "--create")
+    code, err = result.code, result.err
     assert code == cli.EXIT_OK, err
     assert fe.read_state(json.loads(target.read_bytes())).kind == "legacy-everywhere"
 
@@ -163,21 +153,23 @@ def test_rollback_never_rewrites_a_non_flag_file_through_a_symlink(
     ids=lambda argv: argv[0],
 )
 def test_every_command_works_through_a_symlink_to_a_valid_flag_file(
-    tmp_path: Path, argv: list[str]
+    run: Runner, tmp_path: Path, argv: list[str]
 ) -> None:
     target = tmp_path / "flags" / "production.flagd.json"
     target.parent.mkdir()
     target.write_bytes(SHIPPED)
-    assert _cli("--file", str(target), "allow", "ep-a")[0] == cli.EXIT_OK
+    assert run("--file", str(target), "allow", "ep-a").code == cli.EXIT_OK
     link = tmp_path / "live" / "production.flagd.json"
     link.parent.mkdir()
     link.symlink_to(target)
     before = target.read_bytes()
-    code, err = _cli("--file", str(link), *argv)
+    result = run("--file", str(link), *argv)
+    code, err = result.code, result.err
     assert code == cli.EXIT_OK, err
-    assert _cli("validate", str(link)) == (cli.EXIT_OK, "")
+    validated = run("validate", str(link))
+    assert (validated.code, validated.err) == (cli.EXIT_OK, "")
     assert link.is_symlink() and link.resolve() == target
-    records = _records(target)
+    records = audit_records(target)
     if argv[0] in ("status", "explain"):
         assert target.read_bytes() == before and len(records) == 1
     else:
@@ -232,7 +224,7 @@ def test_lock_and_audit_files_take_the_flag_files_mode_and_group(tmp_path: Path,
     ids=["same-group", "root-and-the-owner"],
 )
 def test_two_os_users_take_turns_on_one_flag_file(
-    shared: Path, folder_owner: tuple[int, int], file_owner: tuple[int, int], mode: int
+    run: Runner, shared: Path, folder_owner: tuple[int, int], file_owner: tuple[int, int], mode: int
 ) -> None:
     folder = shared / "flags"
     folder.mkdir()
@@ -244,15 +236,15 @@ def test_two_os_users_take_turns_on_one_flag_file(
     path.chmod(mode)
 
     def change(endpoint: str) -> list[Any]:
-        code, err = _cli("--file", str(path), "allow", endpoint, "--reason", endpoint)
-        return [code, err]
+        result = run("--file", str(path), "allow", endpoint, "--reason", endpoint)
+        return [result.code, result.err]
 
     assert change("ep-root-1") == [cli.EXIT_OK, ""]
     assert _as_nobody(lambda: change("ep-nobody")) == [cli.EXIT_OK, ""]
     assert change("ep-root-2") == [cli.EXIT_OK, ""]
     doc = json.loads(path.read_bytes())
     assert fe.read_state(doc).allowed == ("ep-root-1", "ep-nobody", "ep-root-2")
-    assert [r["reason"] for r in _records(path)] == ["ep-root-1", "ep-nobody", "ep-root-2"]
+    assert [r["reason"] for r in audit_records(path)] == ["ep-root-1", "ep-nobody", "ep-root-2"]
     for created in (_beside(path, ".lock"), _beside(path, ".audit.jsonl"), path):
         info = created.stat()
         assert (stat.S_IMODE(info.st_mode), info.st_gid) == (mode, file_owner[1]), created
@@ -276,7 +268,7 @@ def _as_operator(work: Callable[[], Any]) -> Any:
 
 
 def test_an_audit_file_the_operator_cannot_write_refuses_the_change(
-    tmp_path: Path, shared: Path
+    run: Runner, tmp_path: Path, shared: Path
 ) -> None:
     folder = _folder_for_an_operator(tmp_path, shared)
     path = folder / "production.flagd.json"
@@ -286,7 +278,12 @@ def test_an_audit_file_the_operator_cannot_write_refuses_the_change(
     audit = _beside(path, ".audit.jsonl")
     audit.write_bytes(b"")
     audit.chmod(0o444)  # root's, when root: nobody may read it only
-    code, err = _as_operator(lambda: list(_cli("--file", str(path), "allow", "ep")))
+
+    def allow() -> list[Any]:
+        result = run("--file", str(path), "allow", "ep")
+        return [result.code, result.err]
+
+    code, err = _as_operator(allow)
     assert code == cli.EXIT_ERROR, err
     assert len(err.strip().splitlines()) == 1, err
     assert str(audit) in err and "Permission denied" in err and "nothing written" in err
@@ -294,12 +291,13 @@ def test_an_audit_file_the_operator_cannot_write_refuses_the_change(
     assert audit.read_bytes() == b""
 
 
-def test_an_audit_log_that_cannot_be_opened_refuses_the_change(tmp_path: Path) -> None:
+def test_an_audit_log_that_cannot_be_opened_refuses_the_change(run: Runner, tmp_path: Path) -> None:
     path = tmp_path / "production.flagd.json"
     path.write_bytes(SHIPPED)
     log = tmp_path / "audit"
     log.mkdir()  # a folder where the audit log should be
-    code, err = _cli("--file", str(path), "--audit-log", str(log), "percent", "5")
+    result = run("--file", str(path), "--audit-log", str(log), "percent", "5")
+    code, err = result.code, result.err
     assert code == cli.EXIT_ERROR, err
     assert len(err.strip().splitlines()) == 1, err
     assert str(log) in err and "nothing written" in err
@@ -307,13 +305,14 @@ def test_an_audit_log_that_cannot_be_opened_refuses_the_change(tmp_path: Path) -
 
 
 def test_a_failed_audit_append_after_the_write_undoes_the_change_cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "production.flagd.json"
     path.write_bytes(SHIPPED)
     log = _beside(path, ".audit.jsonl")
     disk_full_for(monkeypatch, log)
-    code, err = _cli("--file", str(path), "allow", "ep", "--reason", "CHG-1")
+    result = run("--file", str(path), "allow", "ep", "--reason", "CHG-1")
+    code, err = result.code, result.err
     assert code == cli.EXIT_ERROR, err
     assert len(err.strip().splitlines()) == 1, err
     assert "NOT made" in err and "No space left on device" in err
