@@ -389,8 +389,12 @@ class _Target:
 
 
 def _is_checkout(directory: Path) -> bool:
-    """A checkout of this repository: ``flags/`` beside the package's source."""
-    return (directory / "flags").is_dir() and (directory / _PACKAGE.name / "__init__.py").is_file()
+    """A checkout of this repository: ``flags/`` beside the package's source (a folder this
+    user may not look into is none)."""
+    try:
+        return (directory / "flags").is_dir() and (directory / _PACKAGE.name).is_dir()
+    except OSError:
+        return False
 
 
 def _checkout_file(phase: str) -> Path | None:
