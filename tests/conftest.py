@@ -14,6 +14,7 @@ fixture            what it gives
 ``fault_server``   a scripted Lambda / SQS / S3 on loopback (:class:`FaultServer`)
 ``no_backoff``     botocore retries as configured, without the sleeps between them
 ``emf``            the EMF metric lines written during the test (:class:`EmfCapture`)
+``mcp_clock``      the MCP session module's clock, moved by the test (:class:`SessionClock`)
 ``no_provider``    no OpenFeature provider registered, once-per-process setup forgotten
 ``run``            ``ai-agent-rollout`` run in process (:class:`Runner`)
 ``files``          the shipped phase files copied to ``tmp_path/flags``, by phase
@@ -40,7 +41,7 @@ from openfeature import api
 from ai_agent_handler import AIAgentEventHandler, metrics
 from ai_agent_handler.flag_file import default_provider
 from tests.support import BUCKET, REGION, RUN
-from tests.support.aws import EmfCapture, LambdaCapture
+from tests.support.aws import EmfCapture, LambdaCapture, SessionClock
 from tests.support.cli import Runner, copy_phase_files, make_checkout
 from tests.support.fault_server import FaultServer
 from tests.support.live import LiveFile, local_file, s3_object
@@ -182,6 +183,16 @@ def no_provider() -> Iterator[None]:
     yield
     api.clear_providers()
     default_provider.reset()
+
+
+@pytest.fixture
+def mcp_clock(monkeypatch: pytest.MonkeyPatch) -> SessionClock:
+    """The MCP session module's clock, moved only by the test."""
+    from ai_agent_handler.tools import session
+
+    fake = SessionClock()
+    monkeypatch.setattr(session, "_clock", fake)
+    return fake
 
 
 # -- operators ------------------------------------------------------------------------------

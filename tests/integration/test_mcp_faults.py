@@ -35,6 +35,7 @@ from ai_agent_handler.exceptions import (
 from ai_agent_handler.tools import session, warm
 from ai_agent_handler.tools.formats import MAX_SCHEMA_NODES
 from tests.support import REPO
+from tests.support.aws import SessionClock
 from tests.support.mcp_faults import ADD_TOOL, FaultyMcp
 from tests.support.mcp_server import McpServer, build_tools, free_port
 
@@ -46,26 +47,6 @@ PATIENT = 20.0  # seconds: far longer than any prompt failure takes
 def _sessions() -> Iterator[None]:
     yield
     session.close()
-
-
-class Clock:
-    """The session module's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(session, "_clock", fake)
-    return fake
 
 
 def agent_for(url: str, llm_name: str = "gpt", **settings: Any) -> dict[str, Any]:
@@ -221,7 +202,7 @@ def test_a_call_whose_answer_is_lost_ran_once_and_is_not_sent_again() -> None:
 
 # -- an outage does not spread to runs that call no tool -----------------------------------------
 def test_an_outage_serves_the_last_good_list_until_its_stale_limit(
-    clock: Clock, caplog: pytest.LogCaptureFixture
+    mcp_clock: SessionClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
     settings = {"tools_ttl": 60, "tools_max_stale": 3600}
@@ -235,7 +216,7 @@ def test_an_outage_serves_the_last_good_list_until_its_stale_limit(
         agent = agent_for(server.url, **settings)
         handler(agent)
         handler(agent_for(server.url, **settings))
-        clock.advance(61)  # tried again after RELIST_SECONDS, and past its ttl: still served
+        mcp_clock.advance(61)  # tried again after RELIST_SECONDS, and past its ttl: still served
         handler(agent_for(server.url, **settings))
     assert names(agent) == ["add", "echo", "fail", "slow", "grow"]
     warnings = [r.getMessage() for r in caplog.records if r.name == "ai_agent_handler.tools"]
@@ -244,22 +225,22 @@ def test_an_outage_serves_the_last_good_list_until_its_stale_limit(
     assert "serving its tool list from 61 s ago (for up to 3599 s more)" in warnings[1]
 
     with McpServer(port=port) as back:
-        clock.advance(session.RELIST_SECONDS)
+        mcp_clock.advance(session.RELIST_SECONDS)
         handler(agent_for(back.url, **settings))  # tried again: listed
         assert back.count("tools/list") == 1
         handler(agent_for(back.url, **settings))  # fresh again
         assert back.count("tools/list") == 1
 
-    clock.advance(61 + 3600)  # past the stale limit: the outage is the constructor's error
+    mcp_clock.advance(61 + 3600)  # past the stale limit: the outage is the constructor's error
     with pytest.raises(MCPConnectionError):
         handler(agent_for(server.url, **settings))
 
 
-def test_a_call_that_succeeds_lists_again_at_the_next_handler(clock: Clock) -> None:
+def test_a_call_that_succeeds_lists_again_at_the_next_handler(mcp_clock: SessionClock) -> None:
     port = free_port()
     with McpServer(port=port) as server:
         handler(agent_for(server.url, tools_ttl=60))
-    clock.advance(61)
+    mcp_clock.advance(61)
     handler(agent_for(server.url, tools_ttl=60))  # down: the stale list, no retry for a while
     with McpServer(port=port) as back:
         add = handler(agent_for(back.url, tools_ttl=60)).get_function("add")
@@ -271,12 +252,12 @@ def test_a_call_that_succeeds_lists_again_at_the_next_handler(clock: Clock) -> N
         assert back.count("tools/list") == before + 1
 
 
-def test_warm_serves_the_stale_list_too(clock: Clock) -> None:
+def test_warm_serves_the_stale_list_too(mcp_clock: SessionClock) -> None:
     port = free_port()
     with McpServer(port=port) as server:
         agent = agent_for(server.url, tools_ttl=60)
         warm(agent["mcp_servers"])
-    clock.advance(61)
+    mcp_clock.advance(61)
     warm(agent["mcp_servers"])  # down, but a last good list exists: no error
 
 
@@ -337,7 +318,9 @@ def gated_tools(gate: threading.Event) -> Any:
     return tools
 
 
-def test_the_idle_sweep_never_closes_a_session_with_a_call_in_flight(clock: Clock) -> None:
+def test_the_idle_sweep_never_closes_a_session_with_a_call_in_flight(
+    mcp_clock: SessionClock,
+) -> None:
     gate = threading.Event()
     with McpServer(tools=gated_tools(gate)) as server:
         first = agent_for(server.url, bearer_token="a")
@@ -348,13 +331,15 @@ def test_the_idle_sweep_never_closes_a_session_with_a_call_in_flight(clock: Cloc
         deadline = time.monotonic() + PATIENT
         while server.count("tools/call") < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        clock.advance(session.IDLE_SECONDS + 1)  # the in-flight session looks idle
+        mcp_clock.advance(session.IDLE_SECONDS + 1)  # the in-flight session looks idle
         handler(agent_for(server.url, bearer_token="b")).get_function("add")(a=1, b=1)
         gate.set()
         caller.join(PATIENT)
         assert outcome == [[{"type": "text", "text": "done"}]]
         assert server.count("DELETE") == 0
-        clock.advance(session.IDLE_SECONDS + 1)  # now both are idle: opening a third closes them
+        mcp_clock.advance(
+            session.IDLE_SECONDS + 1
+        )  # now both are idle: opening a third closes them
         handler(agent_for(server.url, bearer_token="c")).get_function("add")(a=1, b=1)
         deadline = time.monotonic() + PATIENT
         while server.count("DELETE") < 2 and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ tool list, as in a fresh process. A test that changes a server's tools or timing
 servers of its own (``own_server``). The boundary is the HTTP socket; nothing in the
 client is replaced.
 
-No test waits for time to pass: the session module's clock is moved (``clock``), and a
+No test waits for time to pass: the session module's clock is moved (``mcp_clock``), and a
 request the server must have received is waited for as it arrives (:func:`arrival`).
 """
 
@@ -36,6 +36,7 @@ from ai_agent_handler.exceptions import (
     MCPToolNotFound,
 )
 from ai_agent_handler.tools import session, warm
+from tests.support.aws import SessionClock
 from tests.support.mcp_server import McpServer, Received, free_port
 
 LOGGER = logging.getLogger("test-mcp")
@@ -84,26 +85,6 @@ def arrival(server: McpServer, method: str) -> threading.Event:
     received = server.received
     assert isinstance(received, Arrivals)
     return received.arrival(method)
-
-
-class Clock:
-    """The session module's clock (tool-list ages, idle sessions), moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(session, "_clock", fake)
-    return fake
 
 
 @pytest.fixture(autouse=True)
@@ -495,13 +476,15 @@ def test_calls_in_flight_when_a_server_restarts_are_sent_once_more_on_one_new_se
     assert server.count("initialize") == 1  # one new session for all of them
 
 
-def test_idle_sessions_close_when_another_opens(sse_server: McpServer, clock: Clock) -> None:
+def test_idle_sessions_close_when_another_opens(
+    sse_server: McpServer, mcp_clock: SessionClock
+) -> None:
     server = sse_server
     first = agent_for(server)
     second = agent_for(server)
     second["mcp_servers"][0]["setting"]["headers"] = {"X-Tenant": "t2"}
     handler(first).get_function("add")(a=1, b=1)
-    clock.advance(session.IDLE_SECONDS + 1)
+    mcp_clock.advance(session.IDLE_SECONDS + 1)
     ended_one = arrival(server, "DELETE")
     handler(second).get_function("add")(a=1, b=1)  # opens t2's session: t1's is idle
     assert ended_one.wait(PATIENT)
@@ -523,11 +506,13 @@ def test_the_list_changed_notification_drops_the_cached_list(
     assert server.count("tools/list") == 2
 
 
-def test_the_tool_list_expires_after_its_ttl(sse_server: McpServer, clock: Clock) -> None:
+def test_the_tool_list_expires_after_its_ttl(
+    sse_server: McpServer, mcp_clock: SessionClock
+) -> None:
     server = sse_server
     handler(agent_for(server, tools_ttl=0.2))
     handler(agent_for(server, tools_ttl=0.2))
-    clock.advance(0.3)
+    mcp_clock.advance(0.3)
     handler(agent_for(server, tools_ttl=0.2))
     assert server.count("tools/list") == 2
 

@@ -95,3 +95,16 @@ def create_task_table(dynamodb: Any, name: str = "agent-tasks") -> Any:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+class SessionClock:
+    """The MCP session module's clock (tool-list ages, idle sessions), moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
