@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
 import getpass
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from .. import _aws
 from ..exceptions import (
@@ -16,6 +20,8 @@ from ..exceptions import (
     RampError,
     StoreError,
 )
+
+_T = TypeVar("_T")
 
 PROG = "ai-agent-rollout"
 ACTOR_ENV = "AI_AGENT_ROLLOUT_ACTOR"
@@ -111,3 +117,18 @@ def location(text: str) -> str:
         return _aws.s3_uri(text)
     except FlagConfigError as err:
         raise CliError(str(err), EXIT_USAGE) from err
+
+
+def argument_type(parse: Callable[[str], _T], *errors: type[Exception]) -> Callable[[str], _T]:
+    """``parse`` as an argparse ``type=``: its ``errors`` (default :class:`ValueError`) become
+    :class:`argparse.ArgumentTypeError`, so the usage error shows their message as it is."""
+    caught = errors or (ValueError,)
+
+    @functools.wraps(parse)
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except caught as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert

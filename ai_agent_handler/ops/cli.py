@@ -46,6 +46,7 @@ from ._cli_base import (
     PROG,
     CliError,
     actor,
+    argument_type,
     exit_code,
     location,
     printable,
@@ -55,8 +56,9 @@ from ._cli_base import EXIT_CONFLICT as EXIT_CONFLICT  # the exit codes, all in 
 from ._cli_base import EXIT_INVALID as EXIT_INVALID
 from ._cli_base import EXIT_NOT_DONE as EXIT_NOT_DONE
 from ._cli_base import EXIT_TIMEOUT as EXIT_TIMEOUT
+from .edits_io import Change, Edit, commit, seed
 from .explain import explain
-from .store import Change, Edit, FlagStore, commit, open_store, seed
+from .store import FlagStore, open_store
 
 #: The subcommands, and those that write.
 COMMANDS = (
@@ -233,20 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
-    try:
-        return times.parse_duration(text, plain_seconds=True)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+_seconds = argument_type(lambda text: times.parse_duration(text, plain_seconds=True))
 
 
+@argument_type
 def _percent(text: str) -> int:
     try:
         value = int(text.strip().rstrip("%"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise ValueError(f"not a whole number: {text!r}") from None
     if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be 0 to 100, got {value}")
+        raise ValueError(f"must be 0 to 100, got {value}")
     return value
 
 

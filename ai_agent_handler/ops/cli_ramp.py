@@ -3,7 +3,7 @@
 ``start`` fixes the steps and the guards and writes the first step; ``tick`` (from cron, a
 scheduled Lambda, or ``ramp run``) applies at most one step; ``status [--wait]`` shows the
 ramp and waits for its outcome; ``pause``, ``resume``, ``abort`` and ``promote`` are the
-operator's levers. The decisions are :mod:`.ramp`'s, the I/O :mod:`.ramp_control`'s.
+operator's levers. The decisions are :mod:`.ramp`'s, the I/O :mod:`.ramp_io`'s.
 """
 
 from __future__ import annotations
@@ -13,18 +13,25 @@ import datetime
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..exceptions import FlagFileError, MetricsError, RampError, StoreError
 from ..metrics import METRICS_NAMESPACE
 from . import times
-from ._cli_base import EXIT_NOT_DONE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, PROG, CliError, actor
+from ._cli_base import (
+    EXIT_NOT_DONE,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    actor,
+    argument_type,
+)
 from .ramp import RampState, next_tick, parse_steps, shown_percent, step_label
-from .ramp_control import Current, Outcome, Ramp
+from .ramp_io import Current, Outcome, Ramp
 from .store import FlagStore
-
-RAMP_COMMANDS = ("start", "tick", "run", "status", "pause", "resume", "abort", "promote")
 
 Out = Callable[[str], None]
 
@@ -43,37 +50,29 @@ pauses; too little data or unreadable metrics hold. A flag edit the ramp did not
 """
 
 
-def _duration(text: str) -> float:
-    try:
-        return times.parse_duration(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+_duration = argument_type(times.parse_duration)
+_steps = argument_type(parse_steps, RampError)
 
 
-def _steps(text: str) -> tuple[int, ...]:
-    try:
-        return parse_steps(text)
-    except RampError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
+@argument_type
 def _count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise ValueError(f"not a whole number: {text!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        raise ValueError(f"must be 0 or more, got {value}")
     return value
 
 
+@argument_type
 def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise ValueError(f"not a number: {text!r}") from None
     if not 0 <= value < 1000:
-        raise argparse.ArgumentTypeError(f"must be from 0 (no slack) up, got {text!r}")
+        raise ValueError(f"must be from 0 (no slack) up, got {text!r}")
     return value
 
 
@@ -237,9 +236,10 @@ _DONE_WORDS = {
 def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
     """The human lines for one ramp command's outcome."""
     action, state = outcome.action, outcome.state
+    notes = [f"  note: {note}" for note in outcome.notes]
     if state is None:
         said = "no ramp" if action.kind == "none" else "ramp state removed"
-        return [f"{said}: {action.trigger}", *(f"  note: {note}" for note in outcome.notes)]
+        return [f"{said}: {action.trigger}", *notes]
     where = state.plan.phase
     lines = []
     if action.kind == "none":
@@ -250,10 +250,8 @@ def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
         label = step_label(state, action.step)
         then = " and paused" if action.kind == "rollback" else ""
         lines.append(f"{where}: {would}{words} {label}{then}: {action.trigger}")
-    for reason in action.reasons:
-        lines.append(f"  {reason}")
-    for note in outcome.notes:
-        lines.append(f"  note: {note}")
+    lines.extend(f"  {reason}" for reason in action.reasons)
+    lines.extend(notes)
     if outcome.evidence is not None and outcome.evidence.counters:
         lines.append("  " + _counters_line(outcome.evidence.counters))
     if outcome.written:
@@ -263,18 +261,21 @@ def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
     return lines
 
 
-def _counters_line(counters: Any) -> str:
-    def get(metric: str, scheme: str) -> str:
-        return f"{counters.get(metric, {}).get(scheme, 0):g}"
+#: The window's counters ``describe`` shows, each as its composite and legacy sums.
+_COUNTERS_SHOWN = (
+    ("decisions composite {} / legacy {}", "KeyDecisions"),
+    ("invoke errors {} / {}", "LambdaInvokeErrors"),
+    ("failed chunks {} / {}", "StreamChunksFailed"),
+    ("flag evaluation errors {} / {}", "FlagEvaluationErrors"),
+)
 
-    return (
-        f"window: decisions composite {get('KeyDecisions', 'composite')} / legacy "
-        f"{get('KeyDecisions', 'legacy')}; invoke errors {get('LambdaInvokeErrors', 'composite')}"
-        f" / {get('LambdaInvokeErrors', 'legacy')}; failed chunks "
-        f"{get('StreamChunksFailed', 'composite')} / {get('StreamChunksFailed', 'legacy')}; "
-        f"flag evaluation errors {get('FlagEvaluationErrors', 'composite')} / "
-        f"{get('FlagEvaluationErrors', 'legacy')}"
+
+def _counters_line(counters: Mapping[str, Mapping[str, float]]) -> str:
+    shown = (
+        label.format(*(f"{counters.get(metric, {}).get(s, 0):g}" for s in ("composite", "legacy")))
+        for label, metric in _COUNTERS_SHOWN
     )
+    return "window: " + "; ".join(shown)
 
 
 def status_lines(current: Current, source: str, now: datetime.datetime) -> list[str]:
@@ -307,18 +308,33 @@ def status_lines(current: Current, source: str, now: datetime.datetime) -> list[
 
 
 def _outcome_code(state: RampState | None) -> int:
-    if state is None:
-        return EXIT_NOT_DONE
-    if state.status == "done":
-        return EXIT_OK
-    return EXIT_NOT_DONE
+    return EXIT_OK if state is not None and state.status == "done" else EXIT_NOT_DONE
+
+
+def _looks(args: argparse.Namespace) -> Iterator[None]:
+    """The looks of ``ramp status [--wait]`` and ``ramp run``: one now, then one after each
+    nap of ``--interval`` (:func:`_nap`), until ``--timeout`` has run out: then the loop over
+    them ends."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while True:
+        yield
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        time.sleep(_nap(args.interval, deadline))
+
+
+def _nap(interval: float, deadline: float | None) -> float:
+    """``--interval`` (at least 50 ms), but not past ``deadline``."""
+    nap = max(interval, 0.05)
+    if deadline is not None:
+        nap = min(nap, max(deadline - time.monotonic(), 0.0))
+    return nap
 
 
 def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     waiting = False
-    while True:
-        current: Current | None
+    current: Current | None = None
+    for _ in _looks(args):
         try:
             current = ramp.read()
         except (StoreError, RampError, FlagFileError) as err:
@@ -326,26 +342,24 @@ def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
                 raise
             current = None
             print(f"{PROG}: note: cannot read the ramp ({err}); looking again", file=sys.stderr)
-        else:
-            state = current.state
-            if state is None:
-                raise RampError(f"no ramp on {ramp.store.source} (`ramp start` begins one)")
-            if not args.wait or state.status != "running":
-                _show(current, ramp, args, out)
-                return _outcome_code(state) if args.wait else EXIT_OK
-            if not waiting:
-                waiting = True
-                print(
-                    f"{PROG}: waiting for the ramp to end: {state.status}, "
-                    f"{step_label(state)}; looking every {times.format_duration(args.interval)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        if deadline is not None and time.monotonic() >= deadline:
-            if current is not None:
-                _show(current, ramp, args, out)
-            return _timed_out(args.timeout)
-        time.sleep(_nap(args.interval, deadline))
+            continue
+        state = current.state
+        if state is None:
+            raise RampError(f"no ramp on {ramp.store.source} (`ramp start` begins one)")
+        if not args.wait or state.status != "running":
+            _show(current, ramp, args, out)
+            return _outcome_code(state) if args.wait else EXIT_OK
+        if not waiting:
+            waiting = True
+            print(
+                f"{PROG}: waiting for the ramp to end: {state.status}, "
+                f"{step_label(state)}; looking every {times.format_duration(args.interval)}",
+                file=sys.stderr,
+                flush=True,
+            )
+    if current is not None:
+        _show(current, ramp, args, out)
+    return _timed_out(args.timeout)
 
 
 def _timed_out(timeout: float) -> int:
@@ -355,13 +369,6 @@ def _timed_out(timeout: float) -> int:
         file=sys.stderr,
     )
     return EXIT_TIMEOUT
-
-
-def _nap(interval: float, deadline: float | None) -> float:
-    nap = max(interval, 0.05)
-    if deadline is not None:
-        nap = min(nap, max(deadline - time.monotonic(), 0.0))
-    return nap
 
 
 def _show(current: Current, ramp: Ramp, args: argparse.Namespace, out: Out) -> None:
@@ -391,28 +398,25 @@ HEARTBEAT = 600.0
 
 def _run_loop(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
     """Tick until the ramp is not running; its outcome is the exit code."""
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     said, shown = "", time.monotonic()
-    while True:
+    for _ in _looks(args):
         try:
             outcome = ramp.tick()
         except (StoreError, MetricsError, FlagFileError) as err:  # try again next time
             print(f"{PROG}: note: tick failed ({err}); trying again", file=sys.stderr)
-        else:
-            # Every step, each change of what the ramp waits for ("baking", "holding"), and
-            # at least every HEARTBEAT seconds: a CI log shows progress, not a line a tick.
-            now_saying = outcome.action.trigger.split(",")[0]
-            ended = outcome.state is None or outcome.state.status != "running"
-            late = time.monotonic() - shown >= HEARTBEAT
-            if outcome.written or ended or now_saying != said or late:
-                _report(outcome, args, out, dry_run=False)
-                shown = time.monotonic()
-            said = now_saying
-            if ended:
-                return _outcome_code(outcome.state)
-        if deadline is not None and time.monotonic() >= deadline:
-            return _timed_out(args.timeout)
-        time.sleep(_nap(args.interval, deadline))
+            continue
+        # Every step, each change of what the ramp waits for ("baking", "holding"), and
+        # at least every HEARTBEAT seconds: a CI log shows progress, not a line a tick.
+        now_saying = outcome.action.trigger.split(",")[0]
+        ended = outcome.state is None or outcome.state.status != "running"
+        late = time.monotonic() - shown >= HEARTBEAT
+        if outcome.written or ended or now_saying != said or late:
+            _report(outcome, args, out, dry_run=False)
+            shown = time.monotonic()
+        said = now_saying
+        if ended:
+            return _outcome_code(outcome.state)
+    return _timed_out(args.timeout)
 
 
 def check_usage(args: argparse.Namespace) -> None:

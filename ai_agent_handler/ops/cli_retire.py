@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import shutil
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import FlagConfigError, StoreError
@@ -29,7 +30,8 @@ from ._cli_base import (
     location,
     printable,
 )
-from .retire import MAX_DAYS, REFERENCES_KEPT, Report, retire_check
+from .retire import MAX_DAYS, Report, code_search
+from .retire_io import retire_check
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -39,26 +41,24 @@ Out = Callable[[str], None]
 
 #: The word that says a phase has no live file.
 NONE = "none"
-#: Referencing lines printed under the ``code`` check (``--json`` keeps more).
-REFERENCES_PRINTED = 20
 
 DESCRIPTION = """\
-Whether the flag can be removed (the migration plan's phase 4), as five checks:
+Whether the flag can be removed (the migration plan's phase 4), as four checks:
   files      the shipped and the live file of every phase: composite for every endpoint
   quiet      no live file changed in the last N days
   decisions  no legacy decision and no flag evaluation error in N days (CloudWatch)
   receivers  receivers read, and none needed the legacy key (CloudWatch)
-  code       where the --code paths still name the flag (informational, never blocks)
+It also prints the git grep that lists where code still names the flag (the removal's work).
 Exit 0: the flag can be removed (rollout.md section 7); 5: not yet; 1: a read failed."""
 
 EPILOG = f"""\
 example (the live files of section 3 of rollout.md):
   {PROG} retire-check --days 14 --live dev=$DEV --live staging=$STAGING \\
-      --live production=$PROD --code .
+      --live production=$PROD
 
 A phase without --live cannot pass: name its live file, or say it has none (dev=none).
-A check is PASS, FAIL, UNKNOWN (no evidence either way: counts as not ready), ERROR (a read
-failed) or INFO. CloudWatch: cloudwatch:GetMetricStatistics; S3: s3:GetObject on the live
+A check is PASS, FAIL, UNKNOWN (no evidence either way: counts as not ready) or ERROR (a
+read failed). CloudWatch: cloudwatch:GetMetricStatistics; S3: s3:GetObject on the live
 files, s3:ListBucket for the newest audit record.
 """
 
@@ -87,13 +87,6 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="PHASE=PATH|s3://BUCKET/KEY|none",
         help="the live flag file of a phase's fleet (once per phase); none: that fleet reads "
         "only the shipped file",
-    )
-    parser.add_argument(
-        "--code",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="a file or folder to search for references to the flag (repeatable)",
     )
     parser.add_argument(
         "--namespace",
@@ -147,9 +140,6 @@ def check_usage(args: argparse.Namespace) -> dict[str, str | None]:
                 EXIT_USAGE,
             )
         live[phase] = None if value == NONE else location(value)
-    for path in args.code:
-        if path == "":
-            raise CliError("--code is empty: is the variable you passed unset?", EXIT_USAGE)
     if args.namespace == "":
         raise CliError("--namespace is empty", EXIT_USAGE)
     return live
@@ -173,7 +163,6 @@ def run(
         days=args.days,
         live=live,
         shipped=_shipped_or_store_error(shipped),
-        code=list(dict.fromkeys(args.code)),
         namespace=args.namespace,
         audit_log=args.audit_log,
         cloudwatch_client=cloudwatch_client,
@@ -181,7 +170,7 @@ def run(
         now=now,
     )
     if args.json:
-        out(json.dumps(report.to_json(), indent=2))
+        out(json.dumps({**report.to_json(), "code_search": code_search()}, indent=2))
     else:
         _print(report, out)
     if report.blocking:
@@ -209,8 +198,8 @@ def _shipped_or_store_error(shipped: Callable[[str], str]) -> Callable[[str], st
 
 def _print(report: Report, out: Out) -> None:
     """The checks, their details wrapped to the terminal's width (``$COLUMNS``, else 120
-    when not a terminal; a path longer than a line stays whole); a code reference longer
-    than a line is shortened after its ``path:line:``."""
+    when not a terminal; a path longer than a line stays whole), the command that lists
+    the code still naming the flag, and the answer."""
     columns = max(60, shutil.get_terminal_size((120, 24)).columns)
     width = max(len(check.name) for check in report.checks)
     hanging = " " * (8 + width + 2)
@@ -226,8 +215,10 @@ def _print(report: Report, out: Out) -> None:
         )
         for line in wrapped or [head.rstrip()]:
             out(line)
-        if check.name == "code":
-            _print_references(check.evidence, out, columns)
+    out("where code still names the flag (the removal's work; run it in each repository):")
+    command = textwrap.wrap(shlex.join(code_search()), columns - 4, break_long_words=False)
+    for at, line in enumerate(command):
+        out(f"  {line} \\" if at < len(command) - 1 else f"  {line}")
     blocking, errors = len(report.blocking), len(report.errors)
     if report.ready:
         out("the flag can be removed: follow rollout.md section 7")
@@ -236,17 +227,3 @@ def _print(report: Report, out: Out) -> None:
     if errors:
         parts.append(f"{errors} could not read their evidence")
     out("not yet: " + ", ".join(parts))
-
-
-def _print_references(evidence: Any, out: Out, columns: int) -> None:
-    references: Sequence[str] = evidence.get("references", [])
-    indent = " " * 10
-    for reference in references[:REFERENCES_PRINTED]:
-        line = indent + reference
-        if len(line) > columns:  # the path and line number stay whole: they locate it
-            line = line[: max(columns - 3, len(indent) + reference.find(": ") + 2)] + "..."
-        out(line)
-    more = int(evidence.get("count", 0)) - min(len(references), REFERENCES_PRINTED)
-    if more > 0:
-        kept = min(int(evidence["count"]), REFERENCES_KEPT)
-        out(f"{indent}... and {more} more (--json lists {kept})")

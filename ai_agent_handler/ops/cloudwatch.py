@@ -19,13 +19,13 @@ import datetime
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _aws
 from ..exceptions import MetricsError
 from ..metrics import METRICS_NAMESPACE
 from . import times
+from .times import Window
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -36,18 +36,6 @@ KEY_SCHEMES = ("composite", "legacy")
 #: a query reaching further back must use a period of that resolution.
 _RESOLUTIONS = ((15, 60), (63, 300), (455, 3600))
 _MAX_DATAPOINTS = 1440
-
-
-@dataclass(frozen=True)
-class Window:
-    """The time span a sum covers, ``[start, end)``, in UTC."""
-
-    start: datetime.datetime
-    end: datetime.datetime
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
 
 
 def period_for(window: Window, now: datetime.datetime) -> int:

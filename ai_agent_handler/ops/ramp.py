@@ -46,7 +46,7 @@ from typing import Any, Literal, get_args
 
 from ..exceptions import RampError
 from . import times
-from .cloudwatch import Window
+from .times import Window
 
 #: The library's counters a tick reads for the phase (sums per key scheme).
 COUNTERS = ("KeyDecisions", "FlagEvaluationErrors", "LambdaInvokeErrors", "StreamChunksFailed")
@@ -133,7 +133,7 @@ class RampState:
 
     @property
     def percent(self) -> int:
-        return self.plan.steps[self.step] if self.step >= 0 else self.start_percent
+        return self.percent_at(self.step)
 
     @property
     def last_step(self) -> int:
@@ -160,7 +160,7 @@ class RampState:
             plan = data["plan"]
             if not isinstance(plan, dict):
                 raise RampError("plan is not an object")
-            steps = _checked_steps(_ints(plan["steps"], "plan.steps"))
+            steps = _checked_steps([_int(s, "plan.steps", 1, 100) for s in _list(plan["steps"])])
             state = cls(
                 id=_text(data["id"], "id"),
                 plan=Plan(
@@ -201,10 +201,6 @@ def _list(value: object) -> list[Any]:
     if not isinstance(value, list):
         raise RampError(f"not a list: {value!r}")
     return value
-
-
-def _ints(value: object, name: str) -> list[int]:
-    return [_int(item, name, 1, 100) for item in _list(value)]
 
 
 def _int(value: object, name: str, low: int, high: int) -> int:
@@ -431,7 +427,7 @@ def next_tick(state: RampState, flag: FlagView, now: datetime.datetime) -> str:
     if state.step >= state.last_step:
         then = "the ramp is done"
     else:
-        then = f"{step_label(state, state.step + 1)}"
+        then = step_label(state, state.step + 1)
     guards = "no alarm in ALARM" if state.percent == 0 else "the guards healthy"
     what = f"{then} with {guards}; one step back on a breach; hold when it cannot judge"
     left = (flag.modified - now).total_seconds() + state.plan.bake

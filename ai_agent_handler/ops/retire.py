@@ -1,7 +1,7 @@
-"""Whether the partition-key flag can be removed: the plan's phase 4 as checks.
+"""Whether the partition-key flag can be removed: the plan's phase 4 as four checks.
 
 The plan ends with "remove fallback logic after all systems migrated". Before the release that
-removes the flag (``rollout.md`` section 7), five questions, one check each:
+removes the flag (``rollout.md`` section 7), four questions, one check each:
 
 =============  ===============================================================================
 check          passes when
@@ -14,18 +14,15 @@ check          passes when
                no flag evaluation error (CloudWatch)
 ``receivers``  in N days the receivers of every phase reported reads, and no read found its
                item only under the legacy key (CloudWatch)
-``code``       never blocks (``info``): where code and configuration still name the flag,
-               the work of the release that removes it
 =============  ===============================================================================
 
 A check's result is ``pass``, ``fail``, ``unknown`` (the evidence cannot tell: counted as
-not ready), ``error`` (a read failed) or ``info``. The flag can go when every check is
-``pass`` or ``info`` (:attr:`Report.ready`).
+not ready) or ``error`` (a read failed). The flag can go when every check is ``pass``
+(:attr:`Report.ready`); where code still names it, the work of the release that removes it,
+is what :func:`code_search` lists.
 
-The judgements (``judge_*``) are pure: evidence in, :class:`Check` out. The reads
-(:func:`read_flag_file`, :func:`read_last_change`, :func:`read_counters`, :func:`scan_code`)
-do the I/O, through injected boto3 clients; :func:`retire_check` runs both, ``now``
-injectable.
+This module judges (``judge_*``: evidence in, :class:`Check` out, no I/O); the evidence is
+read by :mod:`.retire_io`.
 
 The receivers' counter that decides is ``LegacyFallbackHits`` (a fallback read that found
 its item under the legacy key), not ``LegacyFallbackReads``: a fallback read that finds
@@ -35,41 +32,21 @@ reads never reach zero while items are created. Both are in the evidence.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime
-import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from .. import _aws
-from ..exceptions import (
-    AIAgentHandlerError,
-    FlagConfigError,
-    FlagFileError,
-    MetricsError,
-    StoreError,
-)
-from ..flag_file.document import parse
 from ..metrics import METRICS_NAMESPACE
 from ..receiver import LEGACY_FALLBACK_HITS, LEGACY_FALLBACK_READS, RECEIVER_READS
 from ..settings import FLAG_KEY, PHASES
-from . import audit, cloudwatch, edits, times
-from .cloudwatch import Window
-from .store import open_store
+from . import times
+from .times import Window
 
-if TYPE_CHECKING:
-    from mypy_boto3_cloudwatch import CloudWatchClient
-    from mypy_boto3_s3 import S3Client
-
-Result = Literal["pass", "fail", "unknown", "error", "info"]
+Result = Literal["pass", "fail", "unknown", "error"]
 
 #: The checks, in the order they are reported.
-CHECKS = ("files", "quiet", "decisions", "receivers", "code")
+CHECKS = ("files", "quiet", "decisions", "receivers")
 
 #: CloudWatch keeps metrics for 15 months: a longer window would claim evidence it has not.
 MAX_DAYS = 455
@@ -92,34 +69,16 @@ CODE_PATTERNS = (
     "partition_key_mode",
     "flag_source",
 )
-#: Folders the code scan never enters outside a git work tree (version control,
-#: environments, caches, build metadata); in a work tree it reads what git lists instead.
-SKIPPED_FOLDERS = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        ".venv",
-        "venv",
-        "node_modules",
-        "__pycache__",
-        ".mypy_cache",
-        ".ruff_cache",
-        ".pytest_cache",
-        ".tox",
-        ".nox",
-        ".eggs",
-    }
-)
-_SKIPPED_SUFFIXES = (".egg-info", ".dist-info")
-#: References kept in the evidence; the count says how many there are.
-REFERENCES_KEPT = 200
-_TEXT_SHOWN = 160  # characters of a referencing line
-_LARGEST_TEXT_FILE = 5 * 1024 * 1024
-_BINARY_PROBE = 8192
-_AUDIT_TAIL = 64 * 1024  # bytes of a JSON-lines audit log read for its newest record
 
-_RANK: dict[Result, int] = {"pass": 0, "info": 0, "error": 1, "unknown": 2, "fail": 3}
+
+def code_search() -> list[str]:
+    """The command that lists every line of a git work tree naming the flag
+    (:data:`CODE_PATTERNS`): ``git grep`` reads what git tracks and skips binary files; add
+    ``--untracked`` for files not added yet, ``--no-index`` outside a work tree."""
+    return ["git", "grep", "-n", "-I", "-F", *(a for p in CODE_PATTERNS for a in ("-e", p))]
+
+
+_RANK: dict[Result, int] = {"pass": 0, "error": 1, "unknown": 2, "fail": 3}
 
 
 def _worst(results: Iterable[Result]) -> Result:
@@ -158,8 +117,8 @@ class Report:
 
     @property
     def ready(self) -> bool:
-        """True when the flag can be removed: every check passed or only informs."""
-        return all(check.result in ("pass", "info") for check in self.checks)
+        """True when the flag can be removed: every check passed."""
+        return all(check.result == "pass" for check in self.checks)
 
     @property
     def blocking(self) -> tuple[Check, ...]:
@@ -190,27 +149,6 @@ class FileReading:
     problem: str | None = None
     #: The file could not be read.
     error: str | None = None
-
-
-def read_flag_file(source: str, *, s3_client: S3Client | None = None) -> FileReading:
-    """The rollout state of the flag file at ``source`` (a path or an ``s3://`` URI)."""
-    try:
-        snapshot = open_store(source, s3_client=s3_client).read()
-    except (StoreError, FlagConfigError) as err:
-        return FileReading(source, error=str(err))
-    if snapshot.data is None:
-        return FileReading(source, problem="no such file")
-    try:
-        doc = parse(snapshot.data, source=source)
-    except FlagFileError as err:
-        return FileReading(source, problem=f"not a valid flag file: {err}")
-    state = edits.read_state(doc)
-    return FileReading(
-        source,
-        kind=state.kind,
-        description=state.describe(),
-        version=edits.version_of(doc),
-    )
 
 
 def _judge_file(phase: str, role: str, reading: FileReading) -> tuple[Result, str]:
@@ -289,69 +227,6 @@ class LastChange:
     def last(self) -> datetime.datetime | None:
         known = [moment for moment in (self.modified, self.audited) if moment is not None]
         return max(known) if known else None
-
-
-def read_last_change(
-    source: str, *, s3_client: S3Client | None = None, audit_log: str | None = None
-) -> LastChange:
-    """When the live file at ``source`` last changed.
-
-    A local file: its modification time (of the target, for a symlink) and the newest record
-    of its JSON-lines audit log. An S3 object: its ``LastModified`` (``s3:GetObject``) and
-    the newest object under ``<key>.audit/`` (``s3:ListBucket``). ``audit_log`` (a shared
-    local log, ``--audit-log``) adds its records of this file. Only the last 64 KiB of a
-    local log are read; an unreadable audit trail is noted, not an error.
-    """
-    if _aws.is_s3_uri(source):
-        found = _s3_last_change(source, s3_client)
-    else:
-        found = _local_last_change(source)
-    if audit_log is not None and found.error is None and not found.missing:
-        try:
-            shared = _newest_in_log(Path(audit_log), audit.names(source))
-        except OSError as err:
-            why = f"cannot read {audit_log}: {err.strerror or err}"
-            return dataclasses.replace(found, audit_error=why)
-        known = [moment for moment in (found.audited, shared) if moment is not None]
-        found = dataclasses.replace(found, audited=max(known, default=None))
-    return found
-
-
-def _newest_in_log(log: Path, belongs: Callable[[object], bool] | None) -> datetime.datetime | None:
-    return audit.newest_time(audit.read_log(log, belongs, tail=_AUDIT_TAIL))
-
-
-def _local_last_change(source: str) -> LastChange:
-    try:
-        modified = times.from_timestamp(os.stat(source).st_mtime)
-    except FileNotFoundError:
-        return LastChange(source, missing=True)
-    except OSError as err:
-        return LastChange(source, error=f"cannot stat {source}: {err.strerror or err}")
-    log = audit.log_path(source)
-    try:
-        audited = _newest_in_log(log, None)
-    except OSError as err:
-        return LastChange(source, modified, audit_error=f"cannot read {log}: {err.strerror or err}")
-    return LastChange(source, modified, audited)
-
-
-def _s3_last_change(source: str, client: S3Client | None) -> LastChange:
-    bucket, key = _aws.parse_s3_uri(source)
-    try:
-        client = client or _aws.s3_client()
-        head = client.head_object(Bucket=bucket, Key=key)
-    except _aws.ERRORS as err:
-        if _aws.error_code(err) in _aws.NOT_FOUND:
-            return LastChange(source, missing=True)
-        return LastChange(source, error=f"cannot read {source}: {_aws.describe(err)}")
-    modified = times.utc(head["LastModified"])
-    try:
-        audited = audit.newest_time(audit.s3_entries(client, bucket, key))
-    except _aws.ERRORS as err:
-        why = f"cannot list s3://{bucket}/{key}.audit/: {_aws.describe(err)}"
-        return LastChange(source, modified, audit_error=why)
-    return LastChange(source, modified, audited)
 
 
 def judge_quiet(
@@ -436,45 +311,6 @@ class Counters:
 
     def of(self, metrics: Sequence[str]) -> dict[str, dict[str, float]]:
         return {metric: dict(self.sums.get(metric, {})) for metric in metrics}
-
-
-def read_counters(
-    client: CloudWatchClient | None,
-    *,
-    window: Window,
-    namespace: str = METRICS_NAMESPACE,
-    phases: Sequence[str] = (*PHASES, NO_PHASE),
-    now: datetime.datetime | None = None,
-) -> dict[str, Counters]:
-    """The decision and receiver counters of each phase over ``window``.
-
-    ``client`` None: boto3's own (:func:`ai_agent_handler._aws.cloudwatch_client`).
-    CloudWatch failing for one phase fails for the rest the same way (and each failure costs
-    botocore's retries), so the first error stands for every phase not read yet.
-    """
-    metrics = (*DECISION_METRICS, *RECEIVER_METRICS)
-    found: dict[str, Counters] = {}
-    try:
-        reader = client or _aws.cloudwatch_client()
-    except _aws.ERRORS as err:  # no region configured
-        why = f"cannot create a CloudWatch client: {err}"
-        return {phase: Counters(error=why) for phase in phases}
-    for at, phase in enumerate(phases):
-        try:
-            sums = cloudwatch.counter_sums(
-                reader,
-                phase=phase,
-                metrics=metrics,
-                window=window,
-                namespace=namespace,
-                now=now,
-            )
-        except MetricsError as err:
-            for rest in phases[at:]:
-                found[rest] = Counters(error=str(err))
-            break
-        found[phase] = Counters(sums)
-    return found
 
 
 def judge_decisions(
@@ -593,222 +429,3 @@ def _problems(phases: Mapping[str, Mapping[str, Any]]) -> str:
     return "; ".join(
         f"{', '.join(named)}: {detail}" if named else detail for detail, named in grouped.items()
     )
-
-
-# -- code: the removal work ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CodeScan:
-    """Where the given paths name the flag (``path:line: text``, in path order)."""
-
-    paths: tuple[str, ...]
-    references: tuple[str, ...] = ()
-    files: int = 0
-    scanned: int = 0
-    missing: tuple[str, ...] = ()
-    unreadable: tuple[str, ...] = ()
-    skipped: int = 0
-    #: How folders were listed: ``"git"`` (``git ls-files``: tracked files and untracked
-    #: ones ``.gitignore`` does not exclude) for every folder in a git work tree, else
-    #: ``"walk"`` (every file, minus :data:`SKIPPED_FOLDERS`), or ``"git, walk"``.
-    listing: str = ""
-
-
-def scan_code(paths: Sequence[str], patterns: Sequence[str] = CODE_PATTERNS) -> CodeScan:
-    """Every line of the text files under ``paths`` (files or folders, recursively) that
-    names one of ``patterns``.
-
-    A folder in a git work tree is read as git lists it (``git ls-files``: tracked files
-    and untracked ones that ``.gitignore`` does not exclude); elsewhere every file under it
-    except in :data:`SKIPPED_FOLDERS` and ``*.egg-info`` folders, not following symlinked
-    folders. Binary files (a NUL byte near the start) and files over 5 MiB are skipped.
-    """
-    references: list[str] = []
-    missing: list[str] = []
-    unreadable: list[str] = []
-    listings: set[str] = set()
-    files = scanned = skipped = 0
-    for given in paths:
-        if not os.path.lexists(given):
-            missing.append(given)
-            continue
-        listing, under = _files_under(given)
-        listings.add(listing)
-        for path in under:
-            try:
-                found = _references(path, patterns)
-            except OSError:
-                unreadable.append(path)
-                continue
-            if found is None:
-                skipped += 1
-                continue
-            scanned += 1
-            if found:
-                files += 1
-                references += found
-    return CodeScan(
-        tuple(paths),
-        tuple(references),
-        files,
-        scanned,
-        tuple(missing),
-        tuple(unreadable),
-        skipped,
-        ", ".join(sorted(listings - {"file"})),
-    )
-
-
-def _files_under(given: str) -> tuple[str, list[str]]:
-    """How the files under ``given`` were listed, and the files to read, in path order."""
-    if not os.path.isdir(given):
-        return "file", [os.path.normpath(given)]
-    listed = _git_files(given)
-    if listed:
-        return "git", listed
-    found = []
-    for folder, folders, names in os.walk(given):
-        folders[:] = [
-            name
-            for name in folders
-            if name not in SKIPPED_FOLDERS and not name.endswith(_SKIPPED_SUFFIXES)
-        ]
-        for name in names:
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):  # no sockets, pipes or dangling links
-                found.append(os.path.normpath(path))
-    return "walk", sorted(found)
-
-
-def _git_files(folder: str) -> list[str] | None:
-    """The files git lists under ``folder`` (tracked, and untracked but not ignored); None
-    when ``folder`` is in no git work tree, git is not installed, or it lists nothing."""
-    git = shutil.which("git")
-    if git is None:
-        return None
-    try:
-        listed = subprocess.run(
-            [git, "-C", folder, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if listed.returncode != 0:
-        return None
-    names = {os.fsdecode(name) for name in listed.stdout.split(b"\0") if name}
-    paths = [os.path.normpath(os.path.join(folder, name)) for name in names]
-    # Deleted but not yet committed, a submodule's folder, a link to a folder: not files.
-    found = sorted(path for path in paths if os.path.isfile(path) and not os.path.islink(path))
-    return found or None
-
-
-def _references(path: str, patterns: Sequence[str]) -> list[str] | None:
-    """The referencing lines of one file; None when it is skipped (binary or too large)."""
-    if os.path.getsize(path) > _LARGEST_TEXT_FILE:
-        return None
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if b"\x00" in data[:_BINARY_PROBE]:
-        return None
-    found = []
-    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-        if any(pattern in line for pattern in patterns):
-            text = line.strip()
-            if len(text) > _TEXT_SHOWN:
-                text = text[: _TEXT_SHOWN - 3] + "..."
-            found.append(f"{path}:{number}: {text}")
-    return found
-
-
-def judge_code(scan: CodeScan | None) -> Check:
-    """The removal work: ``info``, never blocking; ``error`` when a given path is missing."""
-    if scan is None or not scan.paths:
-        return Check("code", "info", "no --code paths given", {"paths": []})
-    count = len(scan.references)
-    evidence = {
-        "paths": list(scan.paths),
-        "count": count,
-        "files": scan.files,
-        "scanned": scan.scanned,
-        "skipped": scan.skipped,
-        "listing": scan.listing,
-        "references": list(scan.references[:REFERENCES_KEPT]),
-        "missing": list(scan.missing),
-        "unreadable": list(scan.unreadable),
-    }
-    if scan.missing:
-        return Check(
-            "code", "error", f"no such file or folder: {', '.join(scan.missing)}", evidence
-        )
-    unread = f"; {len(scan.unreadable)} file(s) could not be read" if scan.unreadable else ""
-    listed = " (the files git lists)" if scan.listing == "git" else ""
-    if not count:
-        detail = f"no reference to the flag in {scan.scanned} file(s){listed}{unread}"
-    else:
-        detail = (
-            f"{count} reference(s) in {scan.files} file(s){listed} name the flag: remove them"
-            f" with the release that removes it{unread}"
-        )
-    return Check("code", "info", detail, evidence)
-
-
-# -- all of it -----------------------------------------------------------------------------------
-
-
-def retire_check(
-    *,
-    days: int,
-    live: Mapping[str, str | None],
-    shipped: Callable[[str], str],
-    code: Sequence[str] = (),
-    namespace: str = METRICS_NAMESPACE,
-    audit_log: str | None = None,
-    cloudwatch_client: CloudWatchClient | None = None,
-    s3_client: S3Client | None = None,
-    now: datetime.datetime | None = None,
-) -> Report:
-    """Run every check over the ``days`` before ``now`` (default: the current time).
-
-    ``live`` maps a phase to its live file (a path or an ``s3://`` URI) or None (it has
-    none); a phase left out was not named. ``shipped(phase)`` is the path of the phase's
-    shipped file; it may raise :class:`~ai_agent_handler.StoreError` or ``OSError``.
-    Clients not given are built on first use (boto3's own configuration).
-    """
-    now = times.utc(now or times.utcnow())
-    if s3_client is None and any(s and _aws.is_s3_uri(s) for s in live.values()):
-        with contextlib.suppress(*_aws.ERRORS):  # else each S3 read says why
-            s3_client = _aws.s3_client()  # one client for every S3 read
-
-    shipped_files = {phase: _shipped_reading(shipped, phase) for phase in PHASES}
-    live_files: dict[str, FileReading | None] = {}
-    changes: dict[str, LastChange | None] = {}
-    for phase, source in live.items():
-        if source is None:
-            live_files[phase] = changes[phase] = None
-            continue
-        live_files[phase] = read_flag_file(source, s3_client=s3_client)
-        changes[phase] = read_last_change(source, s3_client=s3_client, audit_log=audit_log)
-
-    window = Window(now - datetime.timedelta(days=days), now)
-    counters = read_counters(cloudwatch_client, window=window, namespace=namespace, now=now)
-    return Report(
-        days,
-        (
-            judge_files(shipped_files, live_files),
-            judge_quiet(changes, days=days, now=now),
-            judge_decisions(counters, days=days, window=window, namespace=namespace),
-            judge_receivers(counters, days=days, window=window, namespace=namespace),
-            judge_code(scan_code(code) if code else None),
-        ),
-    )
-
-
-def _shipped_reading(shipped: Callable[[str], str], phase: str) -> FileReading:
-    try:
-        path = shipped(phase)
-    except (AIAgentHandlerError, OSError) as err:
-        return FileReading(f"flags/{phase}.flagd.json", error=str(err))
-    return read_flag_file(path)

@@ -8,9 +8,22 @@ import datetime
 import email.utils
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 UTC = datetime.timezone.utc
+
+
+@dataclass(frozen=True)
+class Window:
+    """A span of time, ``[start, end)``, in UTC (what a counter sum covers)."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
 
 
 def utcnow() -> datetime.datetime:

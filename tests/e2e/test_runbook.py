@@ -19,6 +19,7 @@ import datetime
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import pytest
 
 from ai_agent_handler import PartitionKeyError
 from ai_agent_handler.ops import edits as fe
-from ai_agent_handler.ops import times
+from ai_agent_handler.ops import retire, times
 from tests.support import BUCKET, REGION, REPO
 from tests.support.cli import Runner, copy_phase_files
 
@@ -260,6 +261,15 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
             result = run(*words[1:])
             assert result.code == 0, f"{line}: {result.out} {result.err}"
             printed = result.out
+        elif words[:2] == ["git", "grep"]:
+            # The removal's work list: the command retire-check prints, run in this
+            # repository, finds where the flag is named (its key, its settings).
+            assert words == retire.code_search(), line
+            found = subprocess.run(words, cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert found.returncode == 0, f"{line}: {found.stderr}"
+            named = {hit.split(":", 1)[0] for hit in found.stdout.splitlines()}
+            assert {"flags/production.flagd.json", "ai_agent_handler/settings.py"} <= named
+            printed = found.stdout
         elif words[0] == "ai-agent-rollout":
             argv = [m for w in words[1:] for m in (sorted(tmp_path.glob(w)) if "*" in w else [w])]
             result = run(*map(str, argv))

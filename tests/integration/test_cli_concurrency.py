@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_agent_handler.ops import cli
+from ai_agent_handler.ops import cli, edits_io
 from ai_agent_handler.ops import edits as fe
 from ai_agent_handler.ops import store as flag_store
 from tests.support import REPO
@@ -198,6 +198,6 @@ def test_only_dead_writers_temp_files_are_swept(
         then = temp.stat().st_mtime - hours_old * 3600 - 1
         os.utime(temp, (then, then))
     store = flag_store.LocalFileStore(production, lock_timeout=1)
-    flag_store.commit(store, lambda d: fe.allow(d, ["ep"]), command="allow ep", actor="a")
+    edits_io.commit(store, lambda d: fe.allow(d, ["ep"]), command="allow ep", actor="a")
     assert leftover.exists() is not removed
     assert other_file.exists() is (hours_old == 0)  # another file's temp: by age alone

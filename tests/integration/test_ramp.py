@@ -25,8 +25,9 @@ from ai_agent_handler import RampError
 from ai_agent_handler.exceptions import FlagFileError, StoreError
 from ai_agent_handler.flag_file.provider import FlagFileProvider
 from ai_agent_handler.ops import edits
-from ai_agent_handler.ops.ramp_control import Ramp
-from ai_agent_handler.ops.store import FlagStore, LocalFileStore, commit, open_store
+from ai_agent_handler.ops.edits_io import commit
+from ai_agent_handler.ops.ramp_io import Ramp
+from ai_agent_handler.ops.store import FlagStore, LocalFileStore, open_store
 from tests.support import BUCKET, FLAGS_DIR, REGION
 from tests.support.cli import Runner
 from tests.support.flags import value

@@ -36,14 +36,14 @@ from tests.support.store_clock import set_modified
 #: ``before`` the one write of the flag file, or right ``after`` it.
 DIES = """
 import os, sys
-from ai_agent_handler.ops import cli, ramp_control
-real = ramp_control.commit
+from ai_agent_handler.ops import cli, ramp_io
+real = ramp_io.commit
 def commit(*args, **kwargs):
     if sys.argv[1] == "before":
         os._exit(9)
     real(*args, **kwargs)
     os._exit(9)
-ramp_control.commit = commit
+ramp_io.commit = commit
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -51,13 +51,13 @@ sys.exit(cli.main(sys.argv[2:]))
 #: standard error, and writes once a line comes on standard input.
 AT_THE_WRITE = """
 import sys
-from ai_agent_handler.ops import cli, ramp_control
-real = ramp_control.commit
+from ai_agent_handler.ops import cli, ramp_io
+real = ramp_io.commit
 def commit(*args, **kwargs):
     print("at the write", file=sys.stderr, flush=True)
     sys.stdin.readline()
     return real(*args, **kwargs)
-ramp_control.commit = commit
+ramp_io.commit = commit
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -27,13 +27,13 @@ import boto3
 import pytest
 
 from ai_agent_handler import FLAG_KEY
-from ai_agent_handler.ops import cli, cli_retire, retire
+from ai_agent_handler.ops import cli, cli_retire, retire, retire_io
 from tests.support import BUCKET, PHASES, REGION, REPO
 from tests.support.cli import Runner
 from tests.support.flags import dump, everywhere, phase_doc, rollout
 
 DAYS = 14
-CHECKS = ["files", "quiet", "decisions", "receivers", "code"]
+CHECKS = ["files", "quiet", "decisions", "receivers"]
 UTC = datetime.timezone.utc
 DAY = datetime.timedelta(days=1)
 
@@ -174,7 +174,10 @@ def shipped_in(root: Path) -> Callable[[str], str]:
 
 @pytest.fixture
 def code_tree(tmp_path: Path) -> Path:
-    """Code and configuration that still name the flag, and places that are skipped."""
+    """A git work tree whose code and configuration still name the flag, with a binary
+    file and untracked folders (an environment, a cache) that name it too."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
     root = tmp_path / "service"
     (root / "app").mkdir(parents=True)
     (root / "app" / "handler.py").write_text(
@@ -190,16 +193,31 @@ def code_tree(tmp_path: Path) -> Path:
         (root / skipped).mkdir(parents=True)
         (root / skipped / "x.py").write_text("FLAG_SOURCE = 1\n")
     (root / "blob.bin").write_bytes(b"\x00\x01FLAG_SOURCE\n")
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "app/handler.py", "deploy.env", "notes.txt", "blob.bin"])
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     return root
 
 
 CODE_REFERENCES = [
-    'app/handler.py:3: SOURCE = os.environ.get("FLAG_SOURCE")',
-    f'app/handler.py:4: KEY = "{FLAG_KEY}"',
-    "app/handler.py:5: handler = make(partition_key_mode='composite', flag_source=SOURCE)",
-    "deploy.env:1: ROLLOUT_PHASE=production",
-    "deploy.env:2: PARTITION_KEY_MODE=composite",
+    'app/handler.py:3:SOURCE = os.environ.get("FLAG_SOURCE")',
+    f'app/handler.py:4:KEY = "{FLAG_KEY}"',
+    "app/handler.py:5:handler = make(partition_key_mode='composite', flag_source=SOURCE)",
+    "deploy.env:1:ROLLOUT_PHASE=production",
+    "deploy.env:2:PARTITION_KEY_MODE=composite",
 ]
+
+
+def printed_command(lines: list[str]) -> list[str]:
+    """The git grep ``retire-check`` prints, as the shell reads it (continued lines joined)."""
+    at = next(i for i, line in enumerate(lines) if line.startswith("where code still names"))
+    text = []
+    for line in lines[at + 1 :]:
+        text.append(line.removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    return shlex.split(" ".join(text))
 
 
 def test_a_migrated_fleet_with_live_files_in_s3_and_local_can_remove_the_flag(
@@ -221,7 +239,6 @@ def test_a_migrated_fleet_with_live_files_in_s3_and_local_can_remove_the_flag(
         "--live", f"dev={dev}",
         "--live", f"staging=s3://{BUCKET}/ai-agent/staging.flagd.json",
         "--live", f"production=S3://{BUCKET}/ai-agent/production.flagd.json",
-        "--code", str(code_tree),
     ]  # fmt: skip
     lines: list[str] = []
     code = cli_retire.run(
@@ -234,25 +251,26 @@ def test_a_migrated_fleet_with_live_files_in_s3_and_local_can_remove_the_flag(
     )
     assert code == cli.EXIT_OK, "\n".join(lines)
     heads = [line for line in lines if not line.startswith(" ")]  # a wrapped detail is indented
-    assert [line.split()[:2] for line in heads[:5]] == [
+    assert [line.split()[:2] for line in heads[:4]] == [
         ["PASS", "files"],
         ["PASS", "quiet"],
         ["PASS", "decisions"],
         ["PASS", "receivers"],
-        ["INFO", "code"],
     ]
-    assert "5 reference(s)" in heads[4]
     assert lines[-1] == "the flag can be removed: follow rollout.md section 7"
+    # The removal's work list: the printed git grep, run in the service's work tree.
+    command = printed_command(lines)
+    assert command == retire.code_search()
+    found = subprocess.run(command, cwd=code_tree, capture_output=True, text=True, check=True)
+    assert found.stdout.splitlines() == CODE_REFERENCES
 
     body: list[str] = []
     args = cli.build_parser().parse_args([*argv, "--json"])
     cli_retire.run(args, body.append, shipped_in(here), now=later, cloudwatch_client=cloudwatch)
     report = json.loads("".join(body))
     assert report["ready"] is True
-    assert results(report) == dict.fromkeys(CHECKS[:4], "pass") | {"code": "info"}
-    prefix = str(code_tree) + os.sep
-    references = check_of(report, "code")["evidence"]["references"]
-    assert [ref.removeprefix(prefix) for ref in references] == CODE_REFERENCES
+    assert results(report) == dict.fromkeys(CHECKS, "pass")
+    assert report["code_search"] == command
     files = check_of(report, "files")["evidence"]["phases"]
     assert files["production"]["live"]["source"] == f"s3://{BUCKET}/ai-agent/production.flagd.json"
     assert files["production"]["live"]["kind"] == "composite-everywhere"
@@ -353,7 +371,7 @@ def test_a_half_migrated_fleet_fails_exactly_the_checks_it_should(
 
     result = run(*argv, "--json")
     body = result.json()
-    wanted = dict.fromkeys(CHECKS[:4], "pass") | {"code": "info"}
+    wanted = dict.fromkeys(CHECKS, "pass")
     wanted |= {name: outcome for name, (outcome, _) in expected.items()}
     assert results(body) == wanted, body
     for name, (_, words) in expected.items():
@@ -407,7 +425,7 @@ def test_a_live_file_changed_within_n_days_is_not_quiet(
 
     outcome = run(*argv, "--json")
     body = outcome.json()
-    expected = dict.fromkeys(CHECKS[:4], "pass") | {"code": "info", "quiet": result}
+    expected = dict.fromkeys(CHECKS, "pass") | {"quiet": result}
     assert results(body) == expected
     quiet = check_of(body, "quiet")
     phase = quiet["evidence"]["phases"]["staging"]
@@ -431,7 +449,7 @@ def test_an_s3_live_file_is_quiet_once_n_days_have_passed(
     assert run("--file", uri, "seed", "--from", str(source)).code == 0  # audited under .audit/
 
     def quiet(now: datetime.datetime) -> retire.Check:
-        report = retire.retire_check(
+        report = retire_io.retire_check(
             days=DAYS,
             live={"dev": None, "staging": None, "production": uri},
             shipped=shipped_in(here),
@@ -482,7 +500,6 @@ def test_cloudwatch_that_cannot_be_read_exits_1_and_the_other_checks_are_reporte
         "quiet": "pass",
         "decisions": "error",
         "receivers": "error",
-        "code": "info",
     }
     assert body["ready"] is False
     assert "CloudWatch" in check_of(body, "decisions")["detail"]
@@ -507,113 +524,16 @@ def test_a_failing_check_outranks_a_read_error(
     )
 
 
-# -- code: the removal work ----------------------------------------------------------------------
-
-
-def test_code_references_are_listed_capped_and_never_block(
-    run: Runner, here: Path, cloudwatch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLUMNS", "400")  # whole lines, however long the temporary path
-    many = tmp_path / "many.py"
-    many.write_text("".join(f"x{i} = FLAG_SOURCE\n" for i in range(250)))
-    argv = Fleet().build(here, cloudwatch)
-
-    body = run(*argv, "--code", str(many), "--json").json()
-    code = check_of(body, "code")
-    assert code["result"] == "info"
-    assert code["evidence"]["count"] == 250
-    assert len(code["evidence"]["references"]) == 200
-    assert code["evidence"]["references"][0] == f"{many}:1: x0 = FLAG_SOURCE"
-    assert body["ready"] is True
-
-    human = run(*argv, "--code", str(many))
-    assert human.code == cli.EXIT_OK
-    lines = human.out.splitlines()
-    at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["INFO", "code"])
-    assert "250 reference(s) in 1 file(s)" in lines[at]
-    # The references, indented by 10 (the detail's own wrapped lines hang deeper).
-    listed = [line for line in lines[at + 1 :] if re.match(r" {10}\S", line)]
-    assert len(listed) == 21
-    assert listed[0].strip() == f"{many}:1: x0 = FLAG_SOURCE"
-    assert listed[20].strip() == "... and 230 more (--json lists 200)"
-
-    without = run(*argv, "--json").json()
-    assert check_of(without, "code") == {
-        "name": "code",
-        "result": "info",
-        "detail": "no --code paths given",
-        "evidence": {"paths": []},
-    }
-
-
-def test_a_code_path_that_does_not_exist_is_a_read_error(
-    run: Runner, here: Path, cloudwatch: Any, tmp_path: Path
-) -> None:
-    argv = Fleet().build(here, cloudwatch)
-    result = run(*argv, "--code", str(tmp_path / "nope"), "--json")
-    assert result.code == cli.EXIT_ERROR
-    code = check_of(result.json(), "code")
-    assert code["result"] == "error" and "nope" in code["detail"]
-
-
-def _tree_with_caches(root: Path) -> None:
-    """A project with one reference in code and the same in caches and build metadata."""
-    (root / "app").mkdir(parents=True)
-    (root / "app" / "main.py").write_text("SOURCE = FLAG_SOURCE\n")
-    for cached in (".pytest_cache/v/cache", "pkg.egg-info", "build/lib", "node_modules/x"):
-        (root / cached).mkdir(parents=True)
-        (root / cached / "copy.txt").write_text("SOURCE = FLAG_SOURCE\n")
-
-
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_code_in_a_git_work_tree_is_what_git_lists(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    _tree_with_caches(root)
-    (root / ".gitignore").write_text("build/\n*.egg-info/\nnode_modules/\n")
-    (root / "new.py").write_text("NEW = FLAG_SOURCE\n")  # untracked, not ignored: listed
-    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "app", ".gitignore"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
-    # .pytest_cache ignores itself (its own .gitignore); write one as pytest does
-    (root / ".pytest_cache" / ".gitignore").write_text("*\n")
-
-    scan = retire.scan_code([str(root)])
-    assert scan.listing == "git"
-    assert [ref.removeprefix(str(root) + os.sep) for ref in scan.references] == [
-        "app/main.py:1: SOURCE = FLAG_SOURCE",
-        "new.py:1: NEW = FLAG_SOURCE",
-    ]
-    sub = retire.scan_code([str(root / "app")])  # a folder inside the work tree
-    assert sub.references == (f"{root / 'app' / 'main.py'}:1: SOURCE = FLAG_SOURCE",)
-    check = retire.judge_code(scan)
-    assert "(the files git lists)" in check.detail and check.evidence["listing"] == "git"
-
-
-def test_code_outside_a_work_tree_skips_caches_and_build_metadata(tmp_path: Path) -> None:
-    root = tmp_path / "plain"
-    _tree_with_caches(root)
-    scan = retire.scan_code([str(root)])
-    assert scan.listing == "walk"
-    assert [ref.removeprefix(str(root) + os.sep) for ref in scan.references] == [
-        "app/main.py:1: SOURCE = FLAG_SOURCE",
-        "build/lib/copy.txt:1: SOURCE = FLAG_SOURCE",  # build output may be code: read
-    ]
-
-
 def test_printed_lines_fit_the_terminal(
     run: Runner, here: Path, cloudwatch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deep = tmp_path / ("a-long-folder-name" * 3) / "module.py"
-    deep.parent.mkdir()
-    deep.write_text("x = '" + "FLAG_SOURCE " * 40 + "'\n")
     fleet = Fleet()
     fleet.shipped.update(staging=composite("staging"))
     fleet.live.update(staging=rollout("staging", percent=50), production=rollout("production"))
     argv = fleet.build(here, cloudwatch)
     for columns in (80, 100, 200):
         monkeypatch.setenv("COLUMNS", str(columns))
-        result = run(*argv, "--code", str(deep))
+        result = run(*argv)
         lines = result.out.splitlines()
         for line in lines:  # longer only where one path alone fills the line, kept whole
             assert len(line) <= columns or any(len(word) > columns // 2 for word in line.split()), (
@@ -622,7 +542,7 @@ def test_printed_lines_fit_the_terminal(
         fail = [line for line in lines if line.startswith("FAIL")]
         assert fail, result.out
         # every word of the check's detail is kept, wrapped under its column
-        body = run(*argv, "--code", str(deep), "--json").json()
+        body = run(*argv, "--json").json()
         detail = check_of(body, "files")["detail"]
         at = lines.index(next(line for line in lines if line.split()[:2] == ["FAIL", "files"]))
         words = []
@@ -631,8 +551,7 @@ def test_printed_lines_fit_the_terminal(
                 break
             words += line.split()
         assert " ".join(words[2:]).startswith(" ".join(detail.split())[:200])
-        reference = next(line for line in lines if f"{deep}:1:" in line)
-        assert reference.endswith("...") and reference.strip().startswith(f"{deep}:1:")
+        assert printed_command(lines) == retire.code_search()  # continued, not cut
 
 
 # -- the command line and --json -----------------------------------------------------------------
@@ -654,7 +573,7 @@ def test_printed_lines_fit_the_terminal(
         (["--days", "14", "--live", "production=s3:/bucket/key"], "s3://bucket/key"),
         (["--days", "14", "--live", "production=s3://bucket"], "s3://bucket/key"),
         (["--days", "14", "--live", "dev=none", "--live", "dev=/x"], "dev given twice"),
-        (["--days", "14", "--code", ""], "--code is empty"),
+        (["--days", "14", "--code", "."], "unrecognized arguments: --code"),
         (["--days", "14", "--namespace", ""], "--namespace is empty"),
     ],
 )
@@ -680,7 +599,7 @@ def test_the_json_report(run: Runner, here: Path, cloudwatch: Any) -> None:
     fleet = Fleet()
     fleet.live.pop("production")
     body = run(*fleet.build(here, cloudwatch), "--json").json()
-    assert set(body) == {"ready", "days", "checks"}
+    assert set(body) == {"ready", "days", "checks", "code_search"}
     assert body["ready"] is False and body["days"] == DAYS
     assert [check["name"] for check in body["checks"]] == CHECKS
     for check in body["checks"]:
@@ -747,6 +666,5 @@ def test_the_console_script_reads_s3_and_cloudwatch_at_aws_endpoint_url(
         "quiet": "fail",
         "decisions": "pass",
         "receivers": "pass",
-        "code": "info",
     }, done.stderr
     assert done.returncode == cli.EXIT_NOT_DONE

@@ -27,7 +27,8 @@ import pytest
 
 from ai_agent_handler.ops import cli
 from ai_agent_handler.ops import edits as fe
-from ai_agent_handler.ops.store import LocalFileStore, commit
+from ai_agent_handler.ops.edits_io import commit
+from ai_agent_handler.ops.store import LocalFileStore
 from tests.support import FLAGS_DIR
 from tests.support.cli import Runner, audit_records
 from tests.support.flags import disk_full_for

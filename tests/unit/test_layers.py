@@ -141,3 +141,59 @@ def test_no_import_circles() -> None:
         (module, name) for module in graph for name in graph[module] if reaches(name, module)
     )
     assert circles == []
+
+
+# -- ops: a subject's decisions are pure, its reads and writes are in <subject>_io --------------
+
+OPS = PACKAGE / "ops"
+#: What does I/O: the modules that touch files, processes, the network or AWS.
+IO_MODULES = (
+    "os",
+    "shutil",
+    "subprocess",
+    "socket",
+    "fcntl",
+    "tempfile",
+    "glob",
+    "boto3",
+    "botocore",
+    "ai_agent_handler._aws",
+    "ai_agent_handler.ops.store",
+    "ai_agent_handler.ops.audit",
+    "ai_agent_handler.ops.cloudwatch",
+)
+
+
+def _every_import(path: Path) -> set[str]:
+    """Every module ``path`` imports, the package's as absolute names, others as written."""
+    found = set(_imports(path))
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return found
+
+
+def _subjects() -> list[str]:
+    return sorted(path.stem.removesuffix("_io") for path in OPS.glob("*_io.py"))
+
+
+def test_the_ops_naming_rule_holds() -> None:
+    # Every <subject>_io has its pure <subject>; the three subjects of the operators' side.
+    assert _subjects() == ["edits", "ramp", "retire"]
+    for subject in _subjects():
+        assert (OPS / f"{subject}.py").is_file(), subject
+    assert not [path.name for path in OPS.glob("*.py") if path.stem.endswith(("_control", "_ops"))]
+
+
+@pytest.mark.parametrize("subject", _subjects())
+def test_a_subjects_decisions_do_no_io(subject: str) -> None:
+    imported = _every_import(OPS / f"{subject}.py")
+    doing_io = sorted(
+        name
+        for name in imported
+        for io in IO_MODULES
+        if name == io or name.startswith(io + ".") or name.endswith("_io")
+    )
+    assert doing_io == [], f"ops/{subject}.py imports {doing_io}: that belongs in {subject}_io"

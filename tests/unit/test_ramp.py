@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ai_agent_handler.exceptions import RampError
-from ai_agent_handler.ops.cloudwatch import Window, period_for
+from ai_agent_handler.ops.cloudwatch import period_for
 from ai_agent_handler.ops.ramp import (
     Evidence,
     FlagView,
@@ -25,7 +25,7 @@ from ai_agent_handler.ops.ramp import (
     parse_steps,
     realign,
 )
-from ai_agent_handler.ops.times import format_duration, parse_duration
+from ai_agent_handler.ops.times import Window, format_duration, parse_duration
 from tests.support import FLAGS_DIR
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -412,7 +412,7 @@ def test_the_period_is_one_cloudwatch_accepts(
 def test_every_ramp_line_reads_at_the_start(kind: str) -> None:
     from ai_agent_handler.ops.cli_ramp import describe
     from ai_agent_handler.ops.ramp import Action
-    from ai_agent_handler.ops.ramp_control import Outcome
+    from ai_agent_handler.ops.ramp_io import Outcome
 
     at_start = state(step=-1, status="paused" if kind == "resume" else "running")
     line = describe(Outcome(Action(kind, -1, 0, "operator"), at_start, written=False))[0]  # type: ignore[arg-type]

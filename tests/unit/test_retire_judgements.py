@@ -1,9 +1,9 @@
 """``retire-check``'s judgements, evidence in and a check out: one table per check.
 
 Each row builds the evidence directly (:class:`FileReading`, :class:`LastChange`,
-:class:`Counters`, :class:`CodeScan`) and names the result it must get and phrases its detail
-must hold (or must not). The reads that gather the evidence (files, S3, CloudWatch, the code
-scan) are covered by ``tests/integration/test_retire_check.py``.
+:class:`Counters`) and names the result it must get and phrases its detail must hold (or must
+not). The reads that gather the evidence (files, S3, CloudWatch) are covered by
+``tests/integration/test_retire_check.py``.
 """
 
 from __future__ import annotations
@@ -14,20 +14,17 @@ from typing import Any
 
 import pytest
 
-from ai_agent_handler.ops.cloudwatch import Window
 from ai_agent_handler.ops.retire import (
     NO_PHASE,
-    REFERENCES_KEPT,
-    CodeScan,
     Counters,
     FileReading,
     LastChange,
-    judge_code,
     judge_decisions,
     judge_files,
     judge_quiet,
     judge_receivers,
 )
+from ai_agent_handler.ops.times import Window
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -695,107 +692,3 @@ def test_the_receivers_evidence_keeps_every_counter() -> None:
         "result": "fail",
         "detail": "1 read(s) found their item only under the legacy key",
     }
-
-
-# -- code ----------------------------------------------------------------------------------------
-
-
-def scan(**found: Any) -> CodeScan:
-    return CodeScan(**{"paths": ("src", "deploy"), "scanned": 12, "listing": "walk", **found})
-
-
-def refs(count: int) -> tuple[str, ...]:
-    return tuple(f"src/app.py:{n}: mode = os.environ['FLAG_SOURCE']" for n in range(1, count + 1))
-
-
-CODE = [
-    pytest.param(None, "info", ("no --code paths given",), (), id="no-code-option"),
-    pytest.param(CodeScan(()), "info", ("no --code paths given",), (), id="no-paths"),
-    pytest.param(
-        scan(),
-        "info",
-        ("no reference to the flag in 12 file(s)",),
-        ("git", "could not be read"),
-        id="nothing-found-walking",
-    ),
-    pytest.param(
-        scan(listing="git"),
-        "info",
-        ("no reference to the flag in 12 file(s) (the files git lists)",),
-        (),
-        id="nothing-found-in-what-git-lists",
-    ),
-    pytest.param(
-        scan(listing="git, walk"),
-        "info",
-        ("no reference to the flag in 12 file(s)",),
-        ("git lists",),
-        id="git-and-walk",
-    ),
-    pytest.param(
-        scan(references=refs(3), files=2),
-        "info",
-        (
-            "3 reference(s) in 2 file(s) name the flag: remove them with the release that "
-            "removes it",
-        ),
-        (),
-        id="references",
-    ),
-    pytest.param(
-        scan(references=refs(3), files=2, listing="git", unreadable=("src/secret.py",)),
-        "info",
-        (
-            "3 reference(s) in 2 file(s) (the files git lists) name the flag",
-            "; 1 file(s) could not be read",
-        ),
-        (),
-        id="references-and-an-unreadable-file",
-    ),
-    pytest.param(
-        scan(unreadable=("a.py", "b.py")),
-        "info",
-        ("no reference to the flag in 12 file(s); 2 file(s) could not be read",),
-        (),
-        id="nothing-found-two-unreadable",
-    ),
-    pytest.param(
-        scan(missing=("deploy",)),
-        "error",
-        ("no such file or folder: deploy",),
-        ("reference",),
-        id="a-missing-path",
-    ),
-    pytest.param(
-        scan(missing=("deploy", "infra/"), references=refs(2), files=1),
-        "error",
-        ("no such file or folder: deploy, infra/",),
-        (),
-        id="missing-paths-outrank-references",
-    ),
-]
-
-
-@pytest.mark.parametrize(("found", "result", "says", "never"), CODE)
-def test_judge_code(
-    found: CodeScan | None, result: str, says: tuple[str, ...], never: tuple[str, ...]
-) -> None:
-    check = judge_code(found)
-    assert (check.name, check.result) == ("code", result), check.detail
-    check_detail(check.detail, says, never)
-
-
-def test_the_code_evidence_keeps_the_first_references_and_counts_them_all() -> None:
-    found = scan(references=refs(REFERENCES_KEPT + 50), files=1, skipped=3)
-    check = judge_code(found)
-    assert check.result == "info"
-    assert check.detail.startswith(f"{REFERENCES_KEPT + 50} reference(s) in 1 file(s)")
-    evidence = check.evidence
-    assert evidence["count"] == REFERENCES_KEPT + 50
-    assert evidence["references"] == list(found.references[:REFERENCES_KEPT])
-    assert (evidence["paths"], evidence["scanned"], evidence["skipped"]) == (
-        ["src", "deploy"],
-        12,
-        3,
-    )
-    assert judge_code(None).evidence == {"paths": []}

@@ -2,7 +2,7 @@
 
 The ramp's state is ``metadata.ramp`` of the flag file it steers (:mod:`.ramp`). Every
 action -- start, advance, rollback, pause, resume, abort, promote, done -- is one
-:func:`~.store.commit` of that file, conditional on the file being exactly what the decision
+:func:`~.edits_io.commit` of that file, conditional on the file being exactly what the decision
 was taken on (the ETag on S3; under the file's lock, the same bytes, locally): the new
 percentage and the new state land together, with one audit record naming the trigger, the
 guards' verdict and the evidence, or nothing lands. So:
@@ -38,7 +38,7 @@ from ..exceptions import ConflictError, FlagFileError, MetricsError, RampError, 
 from ..flag_file.document import parse
 from ..metrics import METRICS_NAMESPACE
 from . import cloudwatch, edits, times
-from .cloudwatch import Window
+from .edits_io import commit
 from .ramp import (
     COUNTERS,
     METADATA_KEY,
@@ -54,7 +54,8 @@ from .ramp import (
     shown_percent,
     step_label,
 )
-from .store import FlagStore, Snapshot, commit
+from .store import FlagStore, Snapshot
+from .times import Window
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

@@ -1,4 +1,4 @@
-"""ops.store.commit: one locked, validated, versioned, audited write, on a file and on S3."""
+"""ops.edits_io.commit: one locked, validated, versioned, audited write, on a file and on S3."""
 
 from __future__ import annotations
 
@@ -20,14 +20,8 @@ from ai_agent_handler.exceptions import (
     StoreError,
 )
 from ai_agent_handler.ops import edits
-from ai_agent_handler.ops.store import (
-    Change,
-    LocalFileStore,
-    S3Store,
-    Snapshot,
-    commit,
-    open_store,
-)
+from ai_agent_handler.ops.edits_io import Change, commit
+from ai_agent_handler.ops.store import LocalFileStore, S3Store, Snapshot, open_store
 from tests.support import BUCKET, FLAGS_DIR
 from tests.support.live import PROD_KEY, LiveFile, local_file, s3_object
 
