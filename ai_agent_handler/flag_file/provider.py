@@ -325,9 +325,13 @@ class FlagFileProvider(AbstractProvider):
                 with self._lock:
                     self._apply(doc, self._source.name, events)
         finally:
-            job.done.set()
-        for event, details in events:
-            self.emit(event, details)
+            # The events first: an evaluation that waited for this check then finds the
+            # provider's status (ERROR, READY again) as the check left it.
+            try:
+                for event, details in events:
+                    self.emit(event, details)
+            finally:
+                job.done.set()
 
     def _apply(self, doc: dict[str, Any], origin: str, events: list[_Event]) -> None:
         digest = fingerprint(doc)

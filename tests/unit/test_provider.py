@@ -266,17 +266,32 @@ def test_events_and_status_through_the_openfeature_api(tmp_path: Path, no_provid
     changed, errors = EventWaiter(), EventWaiter()
     client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, changed)
     client.add_handler(ProviderEvent.PROVIDER_ERROR, errors)
-    api.set_provider_and_wait(_provider(path), domain=FLAG_DOMAIN)
+    provider = _provider(path)
+    api.set_provider_and_wait(provider, domain=FLAG_DOMAIN)
+    # The check's events go out late (a busy machine): the evaluation that waited for the
+    # check must still find the status it changed. The hold ends after the assertion, or
+    # after 0.5 s when the evaluation is (rightly) still waiting for the events.
+    assertion_done = threading.Event()
+    emit = provider.emit
+
+    def late(event: ProviderEvent, details: Any) -> None:
+        assertion_done.wait(0.5)
+        emit(event, details)
+
+    provider.emit = late  # type: ignore[method-assign]
 
     write_atomic(path, b"{")
     assert client.get_boolean_value(FLAG_KEY, True, context("ep")) is False
     assert client.get_provider_status() == ProviderStatus.ERROR
+    assertion_done.set()
     assert "invalid JSON" in errors.wait(1)[0].message
 
+    assertion_done.clear()
     write_atomic(path, dump(everywhere(True, version=2)))
     details = client.get_boolean_details(FLAG_KEY, False, context("ep"))
     assert details.value is True and details.flag_metadata["version"] == 2
     assert client.get_provider_status() == ProviderStatus.READY
+    assertion_done.set()
     (event,) = changed.wait(1)
     assert event.flags_changed == [FLAG_KEY] and event.provider_name == "FlagFileProvider"
 
