@@ -8,13 +8,12 @@ import datetime
 import email.utils
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 UTC = datetime.timezone.utc
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Window:
     """A span of time, ``[start, end)``, in UTC (what a counter sum covers)."""
 
