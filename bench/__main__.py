@@ -27,6 +27,7 @@ SECTIONS = (
     "throughput",
     "mcp_tools",
     "mcp_bounds",
+    "audit_trail",
     "import_time",
 )
 
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     _isolate_from_aws()
     logging.basicConfig(level=logging.CRITICAL)  # failures are counted in the report
     from . import (
+        audit_trail,
         flag_change,
         flag_faults,
         hot_path,
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": throughput.run,
         "mcp_tools": mcp_tools.run,
         "mcp_bounds": mcp_bounds.run,
+        "audit_trail": audit_trail.run,
         "import_time": import_time.run,
     }
     start = time.perf_counter()

@@ -12,6 +12,10 @@ from the request boto3 actually sent (a ``before-send`` hook), not from the hand
 3. A guarded ramp on the same file: ``ramp start``, a ``ramp tick`` that advances while the
    alarm is OK and the runs' decisions (put into moto's CloudWatch as the EMF lines would
    be) suffice; then the alarm fires and the next tick rolls back one step and pauses.
+4. ``ai-agent-rollout report --html``: the page of this rollout for approvers (every change
+   and ramp step with its trigger and reason, the composite share of the runs' decisions),
+   written to ``--report PATH`` (default: ``ai-agent-rollout-demo-report.html`` in the
+   system's temporary folder) and kept after the demo.
 
 Exits non-zero when what was sent is not what the flag files say.
 """
@@ -166,9 +170,17 @@ def _scheme_cell(calls: list[tuple[str, str, str, str]]) -> str:
     return schemes.pop() if len(schemes) == 1 else "SPLIT!"
 
 
+#: Where the demo writes its report when ``--report`` does not say.
+REPORT = Path(tempfile.gettempdir()) / "ai-agent-rollout-demo-report.html"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; 0 when every run sent the key the flag files say."""
-    del argv
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="rollout_demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--report", type=Path, default=REPORT, help=f"default: {REPORT}")
+    report = parser.parse_args(sys.argv[1:] if argv is None else list(argv)).report
     started = time.perf_counter()
     for name, value in (
         ("AWS_DEFAULT_REGION", "us-east-1"),
@@ -191,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     decision_logger.propagate = False  # the records are shown in the summary, not as log lines
     try:
         with mock_aws(config={"lambda": {"use_docker": False}}):
-            return _demo(scratch, started, decisions)
+            return _demo(scratch, started, decisions, report)
     finally:
         decision_logger.removeHandler(decisions)
         decision_logger.setLevel(saved[0])
@@ -199,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _demo(scratch: Path, started: float, decisions: DecisionLog) -> int:
+def _demo(scratch: Path, started: float, decisions: DecisionLog, report: Path) -> int:
     import boto3
 
     from ai_agent_handler import AIAgentEventHandler
@@ -308,6 +320,12 @@ def _demo(scratch: Path, started: float, decisions: DecisionLog) -> int:
     )
 
     ramp = _guarded_ramp(production, runs_now, decisions, problems)
+    print()
+    print("4. The rollout at a glance, for approvers: one HTML page (no script, no network)")
+    said = _rollout(production, "report", "--html", str(report), "--endpoint", CANARY)
+    print(f"     {said[0]}")
+    print(f"     {said[1].strip()}")
+    _expect(problems, report.is_file(), "the report is written")
     composite_at_percent = sum(1 for s in percent.values() if s == "composite")
     _expect(problems, set(before.values()) == {"legacy"}, "production ships legacy")
     _expect(problems, canary[CANARY] == "composite", "the canary turns composite")

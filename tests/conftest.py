@@ -20,6 +20,9 @@ fixture            what it gives
 ``files``          the shipped phase files copied to ``tmp_path/flags``, by phase
 ``checkout``       a checkout of the project in ``tmp_path/repo`` (:func:`make_checkout`)
 ``live``           the production live file, once local, once on ``s3`` (:class:`LiveFile`)
+``aws_server``     boto3 of the process (the CLI too) on ``moto_server``: the bucket, an alarm
+``named_live``     the production live file seeded, local or on ``aws_server``'s S3, named in
+                   ``ai-agent-rollout.toml`` of the test's working folder (its source)
 =================  ==========================================================================
 
 Helpers that are not fixtures are in :mod:`tests.support`.
@@ -45,6 +48,7 @@ from tests.support.aws import EmfCapture, LambdaCapture, SessionClock
 from tests.support.cli import Runner, copy_phase_files, make_checkout
 from tests.support.fault_server import FaultServer
 from tests.support.live import LiveFile, local_file, s3_object
+from tests.support.rollout import KEY, create_alarm
 
 
 @pytest.fixture(autouse=True)
@@ -221,3 +225,34 @@ def live(request: pytest.FixtureRequest, tmp_path: Path) -> LiveFile:
     if request.param == "local":
         return local_file(tmp_path / "live")
     return s3_object(request.getfixturevalue("s3"))
+
+
+@pytest.fixture
+def aws_server(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every boto3 client of the process (the CLI's too) talks to moto's server: the bucket
+    :data:`~tests.support.BUCKET` and the alarm :data:`~tests.support.rollout.ALARM` in OK."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    create_alarm()
+    return moto_server
+
+
+@pytest.fixture(params=["local", "s3"])
+def named_live(
+    request: pytest.FixtureRequest,
+    aws_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run: Runner,
+) -> str:
+    """The production live file seeded from the shipped one, ``live/production.flagd.json``
+    or ``s3://ops-flags/ai-agent/production.flagd.json``, named in the working folder's
+    ``ai-agent-rollout.toml`` (a relative path, as operators write it); its source."""
+    local = request.param == "local"
+    where = "live/production.flagd.json" if local else f"s3://{BUCKET}/{KEY}"
+    (tmp_path / "live").mkdir()
+    (tmp_path / "ai-agent-rollout.toml").write_text(f'[live]\nproduction = "{where}"\n')
+    monkeypatch.chdir(tmp_path)
+    source = str(tmp_path / where) if local else where
+    assert run("--file", source, "seed", "--from", "production").code == 0
+    return source

@@ -132,3 +132,18 @@ def argument_type(parse: Callable[[str], _T], *errors: type[Exception]) -> Calla
             raise argparse.ArgumentTypeError(str(err)) from None
 
     return convert
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return argument_type(parse)

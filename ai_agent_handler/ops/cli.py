@@ -29,15 +29,14 @@ from typing import Any, Literal, NoReturn
 from .. import _aws
 from ..exceptions import (
     FlagConfigError,
-    FlagFileError,
     PartitionKeyError,
     StoreError,
 )
 from ..flag_file import default_provider
 from ..flag_file.document import parse
 from ..partition_key import validate_id
-from ..settings import PHASES
-from . import cli_ramp, cli_retire, edits, times
+from ..settings import PHASES, check_phase
+from . import cli_history, cli_ramp, cli_report, cli_retire, config_io, edits, times
 from ._cli_base import (
     ACTOR_ENV,
     EXIT_ERROR,
@@ -56,13 +55,17 @@ from ._cli_base import EXIT_CONFLICT as EXIT_CONFLICT  # the exit codes, all in 
 from ._cli_base import EXIT_INVALID as EXIT_INVALID
 from ._cli_base import EXIT_NOT_DONE as EXIT_NOT_DONE
 from ._cli_base import EXIT_TIMEOUT as EXIT_TIMEOUT
+from .config import Live, env_name
 from .edits_io import Change, Edit, commit, seed
 from .explain import explain
+from .status import FileStatus
+from .status_io import read_status
 from .store import FlagStore, open_store
 
 #: The subcommands, and those that write.
 COMMANDS = (
     "status",
+    "history",
     "explain",
     "set",
     "allow",
@@ -73,6 +76,7 @@ COMMANDS = (
     "validate",
     "ramp",
     "retire-check",
+    "report",
 )
 WRITES = frozenset({"set", "allow", "disallow", "percent", "rollback", "seed"})
 
@@ -80,7 +84,9 @@ INSTALLED_NOTE = "shipped with the installed package, read-only"
 
 EPILOG = f"""\
 examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/production.flagd.json):
-  {PROG} status                               state of the three phase files
+  {PROG} status                               where each phase stands: rule, ramp, last change
+  {PROG} history --since 7d                   who changed what, when and why, newest first
+  {PROG} report --html rollout.html           one HTML page of the rollout for approvers
   {PROG} --file $P seed --from production     create the live file once (re-running is harmless)
   {PROG} --file $P status                     what the production fleet is told
   {PROG} --file $P explain --endpoint aws-prod-us-east-1 --part-id acme-corp
@@ -92,6 +98,9 @@ examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/product
   {PROG} validate flags/*.flagd.json
   {PROG} --file $P ramp start --steps 1,5,25,50,100 --bake 1d --alarm NAME   (ramp --help)
 
+status, history, report, ramp status and retire-check read the phases' live files named in
+ai-agent-rollout.toml ([live] production = "s3://...", in this folder or one above) or in
+ROLLOUT_LIVE_<PHASE>; else the phase files. Changes always name their file.
 rollback = legacy key for every endpoint, right away (running handlers: from their next run).
 --phase NAME is the repository's flags/NAME.flagd.json when run inside a checkout (it ships
 with the next release, not to a running fleet); elsewhere it is the copy installed with the
@@ -185,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
         )
 
-    add("status", "who gets which key, per phase file (all three phases by default)")
+    status = add(
+        "status",
+        "where the rollout stands, per phase: the rule, version, ramp, last change (every "
+        "phase by default: its named live file, else its phase file)",
+    )
+    status.add_argument("phases", nargs="*", metavar="PHASE", help="only these phases")
+    cli_history.add_parser(commands, common)
     explain = add("explain", "the key one endpoint gets, and which rule decides it")
     explain.add_argument("--endpoint", required=True, metavar="ENDPOINT_ID")
     explain.add_argument("--part-id", metavar="PART_ID")
@@ -232,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="*", metavar="FILE")
     cli_ramp.add_parser(commands, common, _Parser)
     cli_retire.add_parser(commands, common)
+    cli_report.add_parser(commands, common)
     return parser
 
 
@@ -347,6 +363,14 @@ def _check_command_line(args: argparse.Namespace) -> None:
     if command in ("allow", "disallow"):
         for endpoint in args.endpoints:
             _check_id("endpoint_id", endpoint)
+    if command == "report":
+        _not_empty("--html", args.html)
+        for endpoint in args.endpoint:
+            _check_id("endpoint_id", endpoint)
+    if command == "history":
+        if args.endpoint is not None:
+            _check_id("endpoint_id", args.endpoint)
+        _not_empty("--actor", args.actor)
     if command == "explain":
         _check_id("endpoint_id", args.endpoint)
         if args.part_id is not None:
@@ -382,6 +406,8 @@ class _Target:
     phase: str | None
     source: str
     origin: Origin
+    #: Where a live file was named (``ai-agent-rollout.toml``'s path, ``$ROLLOUT_LIVE_X``).
+    named_by: str | None = None
 
     def note(self) -> str:
         return f" ({INSTALLED_NOTE})" if self.origin == "installed" else ""
@@ -432,6 +458,50 @@ def _targets(args: argparse.Namespace) -> list[_Target]:
     return [_phase_target(phase) for phase in PHASES]
 
 
+def live_files() -> dict[str, Live]:
+    """The phases' live files named in ``ai-agent-rollout.toml`` or ``$ROLLOUT_LIVE_<PHASE>``
+    (exit 2 for a configuration that is wrong)."""
+    try:
+        named = config_io.live_files()
+    except FlagConfigError as err:
+        raise CliError(str(err), EXIT_USAGE) from err
+    return {
+        phase: Live(phase, None if live.source is None else location(live.source), live.named_by)
+        for phase, live in named.items()
+    }
+
+
+def _phases(args: argparse.Namespace, given: Sequence[str]) -> list[str]:
+    """The PHASE arguments of a command, checked (exit 2); all phases when none is given."""
+    for name in given:
+        try:
+            check_phase(name, "phase")
+        except FlagConfigError as err:
+            raise CliError(str(err), EXIT_USAGE) from err
+    if given and (args.file is not None or args.phase is not None):
+        raise CliError(
+            f"{args.command}: PHASE and --file/--phase both name files; give one", EXIT_USAGE
+        )
+    return list(dict.fromkeys(given)) or list(PHASES)
+
+
+def _view_targets(args: argparse.Namespace, given: Sequence[str] = ()) -> list[_Target]:
+    """The files ``status``, ``history`` and ``report`` look at: ``--file`` or ``--phase``,
+    else for each phase (``given``, default all) its named live file, else its phase file."""
+    phases = _phases(args, given)
+    if args.file is not None or args.phase is not None:
+        return _targets(args)
+    named = live_files()
+    targets = []
+    for phase in phases:
+        live = named.get(phase)
+        if live is not None and live.source is not None:
+            targets.append(_Target(phase, live.source, "file", live.named_by))
+        else:
+            targets.append(_phase_target(phase))
+    return targets
+
+
 def _one_target(args: argparse.Namespace) -> _Target:
     if args.file is None and not args.phase:
         raise CliError(
@@ -479,102 +549,56 @@ def _read_valid(store: FlagStore) -> dict[str, Any]:
 # -- read-only commands ---------------------------------------------------------------------
 
 
-def _file_row(args: argparse.Namespace, target: _Target) -> tuple[dict[str, Any], int]:
-    """One file of ``status`` / ``validate``, and the exit code it calls for."""
-    source = target.source
-    row: dict[str, Any] = {
-        "phase": target.phase,
-        "source": source,
-        "origin": target.origin,
-        "valid": False,
-        "version": None,
-        "state": None,
-        "error": None,
-        "problems": [],
-    }
-    try:
-        snapshot = _store(args, source).read()
-        if snapshot.data is None:
-            if args.file is not None:  # a live file not created yet: seed makes it
-                phase = target.phase or edits.phase_of(None, source)
-                row["hint"] = shlex.join(
-                    [PROG, "--file", source, "seed", "--from", phase or "PHASE"]
-                )
-            raise StoreError(f"{source}: no such file")
-        doc = parse(snapshot.data, source=source)
-    except (FlagFileError, StoreError, FlagConfigError) as err:
-        row.update(error=str(err), problems=list(getattr(err, "problems", [])))
-        return row, exit_code(err) or EXIT_ERROR
-    row.update(
-        phase=target.phase or edits.phase_of(doc, source),
-        valid=True,
-        version=edits.version_of(doc),
-        state=edits.read_state(doc).to_json(),
+def _file_status(
+    args: argparse.Namespace, target: _Target, *, last_change: bool = True
+) -> FileStatus:
+    """One file of ``status`` / ``validate``, as read."""
+    hint = None
+    if target.origin == "file":  # a live file not created yet: seed makes it
+        phase = target.phase or edits.phase_of(None, target.source)
+        hint = shlex.join([PROG, "--file", target.source, "seed", "--from", phase or "PHASE"])
+    return read_status(
+        target.source,
+        phase=target.phase,
+        origin=target.origin,
+        named_by=target.named_by,
+        audit_log=args.audit_log,
+        now=times.utcnow(),
+        hint=hint,
+        last_change=last_change,
     )
-    return row, EXIT_OK
 
 
-def _file_rows(
-    args: argparse.Namespace, targets: list[_Target]
-) -> tuple[list[dict[str, Any]], int]:
-    rows, code = [], EXIT_OK
-    for target in targets:
-        row, row_code = _file_row(args, target)
-        # What handlers serve while a live file is unusable (a phase file is no live file).
-        usable = row["valid"] or target.origin != "file"
-        row["fallback"] = None if usable else _fallback(row["phase"], target.source)
-        rows.append(row)
-        code = max(code, row_code)
-    errors = [row["error"] for row in rows if row["error"]]
-    _summary_on_stderr(errors, len(rows), shown=not args.json)
-    return rows, code
+def _file_statuses(
+    args: argparse.Namespace, targets: list[_Target], *, last_change: bool = True
+) -> tuple[list[FileStatus], int]:
+    found = [_file_status(args, target, last_change=last_change) for target in targets]
+    code = EXIT_OK
+    for status in found:
+        if not status.valid:
+            code = max(code, _unusable_code(status))
+    errors = [status.error for status in found if status.error]
+    _summary_on_stderr(errors, len(found), shown=not args.json)
+    return found, code
+
+
+def _unusable_code(status: FileStatus) -> int:
+    """Exit 3 for an invalid file, 2 for a malformed location, 1 for one not read."""
+    return {"invalid": EXIT_INVALID, "config": EXIT_USAGE}.get(status.error_kind or "", EXIT_ERROR)
 
 
 def _status(args: argparse.Namespace, out: Callable[[str], None]) -> int:
-    targets = _targets(args)
-    rows, code = _file_rows(args, targets)
+    targets = _view_targets(args, args.phases)
+    found, code = _file_statuses(args, targets)
+    now = times.utcnow()
     if args.json:
-        out(json.dumps({"files": rows}, indent=2))
+        out(json.dumps({"files": [status.to_json(now) for status in found]}, indent=2))
         return code
-    width = max(len(str(row["phase"])) for row in rows)
-    for row, target in zip(rows, targets, strict=True):
-        label = str(row["phase"] or "?").ljust(width)
-        if row["valid"]:
-            out(f"{label}  {row['state']['description']}")
-            out(f"{' ' * width}  version {row['version']}, {row['source']}{target.note()}")
-            continue
-        out(f"{label}  UNREADABLE OR INVALID: {row['error']}")
-        if row.get("hint"):
-            out(f"{' ' * width}  to create it from the shipped file: {row['hint']}")
-        fallback = row.get("fallback")
-        if fallback is not None:
-            out(
-                f"{' ' * width}  handlers reading it keep their last good flags; a cold start "
-                f"serves the shipped {fallback['phase']} file (decision log: flag_source = "
-                f"fallback), here version {fallback['version']}: {fallback['description']}"
-            )
+    width = max(len(str(status.phase or "?")) for status in found)
+    for status in found:
+        for line in status.lines(now, width):
+            out(line)
     return code
-
-
-def _fallback(phase: str | None, source: str) -> dict[str, Any] | None:
-    """What handlers serve while a live file is unreadable: the shipped file of its phase
-    (as this installation has it), for ``status`` to say; None when the phase is unknown."""
-    phase = phase or edits.phase_of(None, source)
-    if phase is None:
-        return None
-    try:
-        path = default_provider.shipped_flag_file(phase)
-        doc = parse(path.read_bytes(), source=str(path))
-    except (OSError, FlagFileError):
-        return None
-    state = edits.read_state(doc)
-    return {
-        "phase": phase,
-        "source": str(path),
-        "version": edits.version_of(doc),
-        "kind": state.kind,
-        "description": state.describe(),
-    }
 
 
 def _summary_on_stderr(errors: list[str], total: int, *, shown: bool) -> None:
@@ -595,18 +619,20 @@ def _summary_on_stderr(errors: list[str], total: int, *, shown: bool) -> None:
 def _validate(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     given = [_Target(None, name, "file") for name in args.files]
     targets = given or _targets(args)
-    rows, code = _file_rows(args, targets)
+    found, code = _file_statuses(args, targets, last_change=False)
     if args.json:
+        now = times.utcnow()
+        rows = [status.to_json(now, full=False) for status in found]
         out(json.dumps({"files": rows}, indent=2))
         return code
-    for row, target in zip(rows, targets, strict=True):
-        if row["valid"]:
-            note = f"; {INSTALLED_NOTE}" if target.origin == "installed" else ""
-            state = row["state"]["description"]
-            out(f"ok       {row['source']} (version {row['version']}{note}): {state}")
+    for status in found:
+        if status.state is not None:
+            note = f"; {INSTALLED_NOTE}" if status.origin == "installed" else ""
+            state = status.state.describe()
+            out(f"ok       {status.source} (version {status.version}{note}): {state}")
         else:
-            out(f"INVALID  {row['error']}")
-            for problem in row["problems"][1:]:
+            out(f"INVALID  {status.error}")
+            for problem in status.problems[1:]:
                 out(f"         also: {problem}")
     return code
 
@@ -777,12 +803,59 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return _change(args, out, f"percent {percent}", lambda d: edits.set_percent(d, percent))
     if command == "rollback":
         return _change(args, out, "rollback", edits.rollback)
+    if command == "history":
+        return cli_history.run(args, out, _view_targets(args, args.phases))
+    if command == "report":
+        named = live_files() if args.file is None else {}
+        live = {p: live.source for p, live in named.items()}
+        return cli_report.run(
+            args, out, _view_targets(args, args.phases), live, lambda p: _phase_target(p).source
+        )
     if command == "retire-check":
+        if not args.live:  # the named live files, when --live names none
+            named = live_files()
+            args.live = [f"{p}={live.source or 'none'}" for p, live in named.items()]
         return cli_retire.run(args, out, lambda phase: _phase_target(phase).source)
     if command == "ramp":
-        target = _write_target(args)
-        return cli_ramp.run(args, out, _store(args, target.source))
+        return _ramp(args, out)
     raise CliError(f"unknown command {command!r}", EXIT_USAGE)  # argparse refuses it first
+
+
+def _ramp(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    """``ramp``: on ``--file``, on the live file named for ``PHASE``, or (``ramp status``)
+    on every named live file."""
+    if args.file is not None:
+        return cli_ramp.run(args, out, _store(args, args.file))
+    named = {p: live for p, live in live_files().items() if live.source is not None}
+    phase = args.target_phase
+    if phase is not None:
+        _phases(args, [phase])
+        live = named.get(phase)
+        if live is None:
+            raise CliError(
+                f"no live file is named for {phase} (ai-agent-rollout.toml [live] or "
+                f"${env_name(phase)}); or give --file",
+                EXIT_USAGE,
+            )
+        return cli_ramp.run(args, out, _store(args, str(live.source)))
+    if not named:
+        raise CliError(cli_ramp.NO_FILE, EXIT_USAGE)
+    if args.ramp_command != "status":  # a command that writes names its file
+        raise CliError(
+            f"ramp {args.ramp_command} needs its file named: the PHASE ({', '.join(named)}) "
+            "or --file",
+            EXIT_USAGE,
+        )
+    if len(named) == 1:
+        (live,) = named.values()
+        return cli_ramp.run(args, out, _store(args, str(live.source)))
+    if args.wait:
+        raise CliError(
+            f"ramp status --wait needs one file: name the PHASE ({', '.join(named)}) or --file",
+            EXIT_USAGE,
+        )
+    stores = {p: _store(args, str(live.source)) for p, live in named.items()}
+    return cli_ramp.status_of_each(args, out, stores)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from ..exceptions import FlagFileError, MetricsError, RampError, StoreError
 from ..metrics import METRICS_NAMESPACE
 from . import times
 from ._cli_base import (
+    EXIT_ERROR,
     EXIT_NOT_DONE,
     EXIT_OK,
     EXIT_TIMEOUT,
@@ -28,6 +29,8 @@ from ._cli_base import (
     CliError,
     actor,
     argument_type,
+    exit_code,
+    whole_number,
 )
 from .ramp import RampState, next_tick, parse_steps, shown_percent, step_label
 from .ramp_io import Current, Outcome, Ramp
@@ -54,15 +57,7 @@ _duration = argument_type(times.parse_duration)
 _steps = argument_type(parse_steps, RampError)
 
 
-@argument_type
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {value}")
-    return value
+_count = whole_number(0)
 
 
 @argument_type
@@ -97,6 +92,13 @@ def add_parser(
     def add(name: str, text: str, *, dry_run: bool = True) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(
             name, help=text.replace("%", "%%"), description=text, parents=[common]
+        )
+        parser.add_argument(
+            "target_phase",
+            nargs="?",
+            metavar="PHASE",
+            help="the live file named for this phase (ai-agent-rollout.toml or "
+            "$ROLLOUT_LIVE_<PHASE>) instead of --file",
         )
         if dry_run:
             parser.add_argument(
@@ -362,6 +364,36 @@ def _status(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
     return _timed_out(args.timeout)
 
 
+def status_of_each(args: argparse.Namespace, out: Out, stores: Mapping[str, FlagStore]) -> int:
+    """``ramp status`` of several live files (by phase): each file's ramp, or why none is
+    shown. Exit 1 when a file cannot be read."""
+    code = EXIT_OK
+    shown: list[dict[str, Any]] = []
+    for phase, store in stores.items():
+        ramp = Ramp(store, actor=actor())
+        try:
+            current = ramp.read()
+        except (StoreError, RampError, FlagFileError) as err:
+            code = max(code, exit_code(err) or EXIT_ERROR)
+            shown.append({"phase": phase, "source": store.source, "error": str(err)})
+            if not args.json:
+                out(f"{phase}: {store.source}: {err}")
+            continue
+        if current.state is None:
+            shown.append({"phase": phase, "source": store.source, "ramp": None})
+            if not args.json:
+                out(f"{phase}: no ramp on {store.source}")
+            continue
+        if args.json:
+            shown.append({"phase": phase, "source": store.source, **_shown(current, ramp)})
+        else:
+            for line in status_lines(current, store.source, ramp.clock()):
+                out(line)
+    if args.json:
+        out(json.dumps({"files": shown}, indent=2))
+    return code
+
+
 def _timed_out(timeout: float) -> int:
     print(
         f"{PROG}: timed out after {times.format_duration(timeout)}: the ramp is still running "
@@ -373,23 +405,27 @@ def _timed_out(timeout: float) -> int:
 
 def _show(current: Current, ramp: Ramp, args: argparse.Namespace, out: Out) -> None:
     assert current.state is not None
-    now = ramp.clock()
     if args.json:
-        flag = current.flag
-        shown = {
-            "ramp": current.state.to_json(flag),
-            "file": {
-                "percent": flag.percent,
-                "version": flag.version,
-                "digest": flag.digest,
-                "written_by_the_ramp": flag.digest == current.state.expects,
-            },
-            "next_tick": next_tick(current.state, flag, now),
-        }
-        out(json.dumps(shown, indent=2))
+        out(json.dumps(_shown(current, ramp), indent=2))
         return
-    for line in status_lines(current, ramp.store.source, now):
+    for line in status_lines(current, ramp.store.source, ramp.clock()):
         out(line)
+
+
+def _shown(current: Current, ramp: Ramp) -> dict[str, Any]:
+    """``ramp status --json`` of one file."""
+    assert current.state is not None
+    flag = current.flag
+    return {
+        "ramp": current.state.to_json(flag),
+        "file": {
+            "percent": flag.percent,
+            "version": flag.version,
+            "digest": flag.digest,
+            "written_by_the_ramp": flag.digest == current.state.expects,
+        },
+        "next_tick": next_tick(current.state, flag, ramp.clock()),
+    }
 
 
 #: ``ramp run`` says at least this often that it is still waiting (a CI log shows progress).
@@ -420,10 +456,22 @@ def _run_loop(ramp: Ramp, args: argparse.Namespace, out: Out) -> int:
 
 
 def check_usage(args: argparse.Namespace) -> None:
-    """What the command line must say for ``ramp`` (exit 2)."""
-    if args.file is None:
+    """What the command line must say for ``ramp`` (exit 2): which live file comes later,
+    from ``--file``, the ``PHASE`` named or (``ramp status``) every named live file."""
+    if args.phase is not None:
         raise CliError(
-            "ramp needs --file PATH|s3://BUCKET/KEY: the live file a fleet reads (a phase file "
-            "of the repository is released, not ramped)",
+            "ramp takes --file PATH|s3://BUCKET/KEY or a PHASE whose live file is named "
+            f"(ramp {args.ramp_command} {args.phase}), not --phase: a phase file of the "
+            "repository is released, not ramped",
             EXIT_USAGE,
         )
+    if args.file is not None and args.target_phase is not None:
+        raise CliError(
+            f"ramp {args.ramp_command}: --file and PHASE both name a file; give one", EXIT_USAGE
+        )
+
+
+NO_FILE = (
+    "ramp needs --file PATH|s3://BUCKET/KEY, the live file a fleet reads, or a PHASE whose "
+    "live file is named in ai-agent-rollout.toml or $ROLLOUT_LIVE_<PHASE>"
+)

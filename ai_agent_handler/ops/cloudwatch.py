@@ -68,10 +68,39 @@ def counter_sums(
     Raises :class:`MetricsError` when a read fails, or when ``deadline`` (a
     ``time.monotonic()`` value) has passed before the next read.
     """
+    series = counter_series(
+        client,
+        phase=phase,
+        metrics=metrics,
+        window=window,
+        namespace=namespace,
+        schemes=schemes,
+        now=now,
+        deadline=deadline,
+    )
+    return {
+        metric: {scheme: float(sum(points.values())) for scheme, points in per_scheme.items()}
+        for metric, per_scheme in series.items()
+    }
+
+
+def counter_series(
+    client: CloudWatchClient,
+    *,
+    phase: str,
+    metrics: Iterable[str],
+    window: Window,
+    namespace: str = METRICS_NAMESPACE,
+    schemes: Sequence[str] = KEY_SCHEMES,
+    now: datetime.datetime | None = None,
+    deadline: float | None = None,
+) -> dict[str, dict[str, dict[datetime.datetime, float]]]:
+    """``{metric: {key_scheme: {period start: sum}}}`` of each counter of ``phase`` over
+    ``window``, in periods of :func:`period_for` (at most 1,440 per series); a period
+    nobody reported in is absent. Raises :class:`MetricsError` as :func:`counter_sums`."""
     period = period_for(window, now or times.utcnow())
-    sums: dict[str, dict[str, float]] = {}
+    series: dict[str, dict[str, dict[datetime.datetime, float]]] = {}
     for metric in metrics:
-        per_scheme = sums.setdefault(metric, {})
         for scheme in schemes:
             if deadline is not None and time.monotonic() > deadline:
                 raise MetricsError(
@@ -96,8 +125,12 @@ def counter_sums(
                     f"cannot read {namespace}/{metric} (phase={phase}, key_scheme={scheme}) "
                     f"from CloudWatch: {_aws.describe(err)}"
                 ) from err
-            per_scheme[scheme] = float(sum(p.get("Sum", 0.0) for p in response["Datapoints"]))
-    return sums
+            points = series.setdefault(metric, {}).setdefault(scheme, {})
+            for point in response["Datapoints"]:
+                stamp = point.get("Timestamp")
+                moment = times.utc(stamp) if stamp is not None else window.start
+                points[moment] = points.get(moment, 0.0) + float(point.get("Sum", 0.0))
+    return series
 
 
 def alarm_states(client: CloudWatchClient, names: Sequence[str]) -> dict[str, str | None]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from ..exceptions import RampError
-from . import times
+from . import edits, times
 from .times import Window
 
 #: The library's counters a tick reads for the phase (sums per key scheme).
@@ -246,6 +246,30 @@ class FlagView:
     version: int | None
     #: The file's last write on the store's clock: the current step's bake starts here.
     modified: datetime.datetime
+
+
+def view_of(doc: Mapping[str, Any], modified: datetime.datetime) -> FlagView:
+    """The flag document ``doc``, last written at ``modified``, as a ramp sees it."""
+    return FlagView(content_digest(doc), percent_of(doc), edits.version_of(doc), modified)
+
+
+def percent_of(doc: Mapping[str, Any]) -> int | None:
+    """The composite share of the endpoints outside the allow-list (0 or 100 for a plain
+    switch); None for custom targeting."""
+    state = edits.read_state(doc)
+    if state.canonical:
+        return state.percent or 0
+    if state.plain:
+        return 100 if state.kind == "composite-everywhere" else 0
+    return None
+
+
+def state_of(doc: Mapping[str, Any]) -> RampState | None:
+    """The ramp ``doc`` carries (``metadata.ramp``); None: none. :class:`RampError` when it
+    is damaged."""
+    metadata = doc.get("metadata")
+    raw = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
+    return None if raw is None else RampState.decode(raw)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import copy
 import datetime
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,9 @@ from .ramp import (
     judge,
     realign,
     shown_percent,
+    state_of,
     step_label,
+    view_of,
 )
 from .store import FlagStore, Snapshot
 from .times import Window
@@ -148,23 +150,16 @@ class Ramp:
                 f"{err}; the ramp cannot step until the file is repaired (`rollback`)",
                 err.problems,
             ) from err
-        flag = FlagView(
-            content_digest(doc),
-            _percent(doc),
-            edits.version_of(doc),
-            snapshot.modified or self.clock(),
-        )
-        raw = doc.get("metadata", {}).get(METADATA_KEY)
-        state = None
-        if raw is not None:
-            try:
-                state = RampState.decode(raw)
-            except RampError as err:
-                if not damaged_ok:
-                    raise RampError(
-                        f"{source}: the ramp state (metadata.{METADATA_KEY}) is damaged: "
-                        f"{err}; `ramp abort` removes it"
-                    ) from err
+        flag = view_of(doc, snapshot.modified or self.clock())
+        try:
+            state = state_of(doc)
+        except RampError as err:
+            if not damaged_ok:
+                raise RampError(
+                    f"{source}: the ramp state (metadata.{METADATA_KEY}) is damaged: "
+                    f"{err}; `ramp abort` removes it"
+                ) from err
+            state = None
         return Current(snapshot, doc, flag, state)
 
     def _existing(self, *, damaged_ok: bool = False) -> Current:
@@ -471,15 +466,6 @@ class Ramp:
 
 #: The actions that set the flag's percentage; the others change only ``metadata.ramp``.
 _MOVES = frozenset({"start", "advance", "rollback", "abort", "promote"})
-
-
-def _percent(doc: Mapping[str, Any]) -> int | None:
-    state = edits.read_state(doc)
-    if state.canonical:
-        return state.percent or 0
-    if state.plain:
-        return 100 if state.kind == "composite-everywhere" else 0
-    return None
 
 
 def _nothing(state: RampState, why: str) -> Outcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +14,10 @@ from examples import rollout_demo as demo
 from tests.support import REPO
 
 
-def test_the_demo_runs_and_shows_the_rollout_and_the_rollback() -> None:
+def test_the_demo_runs_and_shows_the_rollout_and_the_rollback(tmp_path: Path) -> None:
+    page = tmp_path / "demo report.html"
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "rollout_demo.py")],
+        [sys.executable, str(REPO / "examples" / "rollout_demo.py"), "--report", str(page)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -53,6 +55,12 @@ def test_the_demo_runs_and_shows_the_rollout_and_the_rollback() -> None:
     assert lines[-1].startswith("OK: ") and "rollback" in lines[-1]
     assert "rolled back from 60 % to 30 % on an alarm and paused" in lines[-1]
     assert result.stderr == ""
+    # The page of the rollout: written where it was asked, its path printed, one timeline
+    # marker per change of the audit log (the edits, the ramp's start, step and rollback).
+    assert f"report written: {page}" in out
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<g class="marker ') == 6
+    assert html.count('class="marker marker-alarm rollback"') == 1
     counted = re.search(r"(\d+) (calls?) before, ", out)
     assert counted and (counted[1] == "1") == (counted[2] == "call")  # number and noun agree
     assert not re.search(r"(?<![\d.])1 (calls|records|runs|endpoints)\b", out), out

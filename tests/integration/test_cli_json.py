@@ -24,6 +24,8 @@ FILE_KEYS = {
     "problems",
     "fallback",
 }
+#: ``status`` adds where the rollout stands: who named the live file, the ramp, the last change.
+STATUS_KEYS = {"named_by", "ramp", "ramp_error", "last_change", "last_change_error"}
 CHANGE_KEYS = {
     "command",
     "source",
@@ -67,11 +69,11 @@ def test_every_command_speaks_one_json_vocabulary(
     run: Runner, files: dict[str, Path], tmp_path: Path
 ) -> None:
     path = str(files["production"])
-    for command in (["status"], ["validate"]):
+    for command, keys in ((["status"], FILE_KEYS | STATUS_KEYS), (["validate"], FILE_KEYS)):
         body = run("--file", path, "--json", *command).json()
         assert set(body) == {"files"}, command
         (row,) = body["files"]
-        assert set(row) == FILE_KEYS, command
+        assert set(row) == keys, command
         assert _is_int(row["version"]) and set(row["state"]) == STATE_KEYS, command
         assert row["origin"] == "file"
     broken = tmp_path / "broken.flagd.json"
@@ -79,7 +81,7 @@ def test_every_command_speaks_one_json_vocabulary(
     (row,) = run("--file", str(broken), "--json", "validate").json()["files"]
     assert set(row) == FILE_KEYS and row["version"] is None and row["problems"]
     (row,) = run("--file", str(broken), "--json", "status").json()["files"]
-    assert set(row) == FILE_KEYS and row["problems"]
+    assert set(row) == FILE_KEYS | STATUS_KEYS and row["problems"]
     said = run("--file", path, "--json", "explain", "--endpoint", "ep", "--part-id", "p").json()
     assert set(said) == EXPLAIN_KEYS
     assert _is_int(said["version"]) and set(said["state"]) == STATE_KEYS

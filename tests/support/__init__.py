@@ -10,6 +10,9 @@ Fixtures live in ``conftest.py`` files; these modules are imported explicitly.
 * :mod:`.fault_server`: a scripted Lambda / SQS / S3 on loopback.
 * :mod:`.dev`: ``dev.py`` (the developer entry point) loaded as a module.
 * :mod:`.code_from_text`: the package run on code-shaped text under an audit hook.
+* :mod:`.rollout`: a rollout with a history (edits, a ramp stepped and rolled back by an
+  alarm) through the CLI, and damaged records planted in its audit trail.
+* :mod:`.browser`: a page opened in a real headless Chromium with the network off.
 """
 
 from __future__ import annotations

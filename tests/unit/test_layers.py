@@ -181,7 +181,7 @@ def _subjects() -> list[str]:
 
 def test_the_ops_naming_rule_holds() -> None:
     # Every <subject>_io has its pure <subject>; the three subjects of the operators' side.
-    assert _subjects() == ["edits", "ramp", "retire"]
+    assert _subjects() == ["config", "edits", "history", "ramp", "report", "retire", "status"]
     for subject in _subjects():
         assert (OPS / f"{subject}.py").is_file(), subject
     assert not [path.name for path in OPS.glob("*.py") if path.stem.endswith(("_control", "_ops"))]
