@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _isolate_from_aws()
     logging.basicConfig(level=logging.CRITICAL)  # failures are counted in the report
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: a line per request
     from . import (
         audit_trail,
         flag_change,

@@ -2,8 +2,8 @@
 
 - ``history`` of an S3 file: the records under ``<key>.audit/`` fetched with
   :data:`~ai_agent_handler.ops.history_io.WORKERS` parallel GETs, against one GET at a time
-  (the anchor), on moto's server on loopback as it answers and with 20 ms added to every
-  request (an S3 GET in the region takes tens of milliseconds).
+  (the anchor), on moto's server (its own process, on loopback) as it answers and with 20 ms
+  added to every request (an S3 GET in the region takes tens of milliseconds).
 - ``--limit 20`` against the whole trail: the newest names first, one round of GETs.
 - The report page of 10,000 changes: render time and size, against 200 changes.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import json
-import logging
 import time
 from typing import Any
 
@@ -67,19 +66,16 @@ def _timed(source: str, client: Any, rounds: int, *, workers: int, limit: int | 
 
 def _history_rows(smoke: bool) -> list[Row]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from ai_agent_handler import _aws
     from ai_agent_handler.ops import history_io
 
+    from .throughput import moto_server
+
     count = 40 if smoke else 2000
     slow_count = 20 if smoke else 300
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
+    # moto in its own process: its request handling does not share this interpreter's GIL.
+    with moto_server() as url:
 
         def client() -> Any:
             return boto3.client(
@@ -97,8 +93,6 @@ def _history_rows(smoke: bool) -> list[Row]:
         slow = _delayed(client())
         slow_parallel = _timed(source, slow, rounds, workers=many, limit=slow_count)
         slow_serial = _timed(source, slow, rounds, workers=1, limit=slow_count)
-    finally:
-        server.stop()
     return [
         Row(
             f"history of {count:,} S3 audit records, moto's server on loopback",
@@ -106,7 +100,7 @@ def _history_rows(smoke: bool) -> list[Row]:
             f"{history_io.WORKERS} GETs at a time",
             f"{serial.median:.2f} s, one GET at a time",
             f"{parallel.median / serial.median:.2f}x",
-            "informational (moto answers from this process's CPU)",
+            "informational (moto's CPU per request bounds it on 2 cores)",
             None,
         ),
         Row(

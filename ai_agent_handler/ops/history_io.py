@@ -6,7 +6,8 @@
   then fetched with parallel GETs (:data:`WORKERS` at once), newest name first. The names
   start with the version written, zero-padded, so the listing alone orders them and
   ``--since`` skips old objects by their ``LastModified`` before any GET; with ``--limit``
-  the reading stops once enough records are kept.
+  the reading goes round by round and stops once enough records are kept (the newest record,
+  for ``status``, costs a GET or a few).
 
 A line or object that is not a record is a :class:`~.history.Damaged`, counted and shown.
 A log or object that cannot be read at all raises :class:`~ai_agent_handler.StoreError`:
@@ -150,11 +151,10 @@ def _s3(
     # Newest name first: with a limit, the first rounds usually hold every record wanted.
     names.sort(reverse=True)
     kept: list[Record] = []
-    batch = max(1, len(names) if filters.limit is None else max(BATCH, filters.limit))
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(names), batch):
-            chunk = names[start : start + batch]
+        for start, end in _rounds(len(names), filters):
+            chunk = names[start:end]
             bodies = pool.map(lambda n: _get(client, bucket, n), chunk)
             for name, found in zip(chunk, bodies, strict=True):
                 done += 1
@@ -173,6 +173,21 @@ def _s3(
                 break
     trail.records = select(kept, filters)
     return trail
+
+
+def _rounds(total: int, filters: Filters) -> Iterator[tuple[int, int]]:
+    """The slices of the newest-first names fetched round by round: all at once without a
+    limit; with one, first the limit and a margin (a record can be damaged, older than
+    ``--since``) when only the limit and time filter, else :data:`BATCH` at a time."""
+    if filters.limit is None:
+        yield 0, total
+        return
+    only_time = filters.actor is None and filters.endpoint is None
+    size = filters.limit + WORKERS if only_time else max(BATCH, filters.limit)
+    start = 0
+    while start < total:
+        yield start, min(start + size, total)
+        start, size = start + size, max(BATCH, filters.limit)
 
 
 def _listing(

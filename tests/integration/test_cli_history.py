@@ -194,6 +194,10 @@ def test_s3_history_reads_in_parallel_shows_progress_and_stops_at_the_limit(
     trail = history_io.read_trail(source, Filters(limit=3, actor="bob"), s3_client=client)
     assert [r.version_after for r in trail.records] == [301, 299, 297]
     assert len(gets) == history_io.BATCH < total  # one round of GETs, newest names first
+    gets.clear()  # the newest records only (status's last change): the limit and a margin
+    trail = history_io.read_trail(source, Filters(limit=2), s3_client=client)
+    assert [r.version_after for r in trail.records] == [301, 300]
+    assert len(gets) == 2 + history_io.WORKERS
 
 
 def test_a_named_live_file_in_the_environment_wins_over_the_file(
