@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, out: Out, targets: Sequence[Target]) -> int:
         )
         try:
             trail = history_io.read_trail(
-                target.source, filters, audit_log=args.audit_log, progress=_progress(target)
+                target.source, filters, audit_log=args.audit_log, progress=progress(target.source)
             )
         except StoreError as err:
             code = max(code, exit_code(err) or EXIT_ERROR)
@@ -192,7 +192,7 @@ def _threshold(target: Target, endpoint: str | None) -> int | None:
 PROGRESS_FROM = 200
 
 
-def _progress(target: Target) -> history_io.Progress:
+def progress(source: str) -> history_io.Progress:
     """Progress on stderr, every tenth of the records read, for large S3 trails."""
     said = [-1]
 
@@ -203,7 +203,7 @@ def _progress(target: Target) -> history_io.Progress:
         if tenth != said[0]:
             said[0] = tenth
             print(
-                f"{PROG}: reading {target.source}'s audit records: {done}/{total}",
+                f"{PROG}: reading {source}'s audit records: {done}/{total}",
                 file=sys.stderr,
                 flush=True,
             )

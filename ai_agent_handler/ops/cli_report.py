@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics import METRICS_NAMESPACE
-from . import report, report_io
+from . import cli_history, report, report_io
 from ._cli_base import EXIT_ERROR, EXIT_OK, EXIT_USAGE, PROG, CliError
 from .cli_retire import _days, _shipped_or_store_error
 from .retire import MAX_DAYS
@@ -93,6 +93,7 @@ def run(
         endpoints=args.endpoint,
         namespace=args.namespace,
         audit_log=args.audit_log,
+        progress=cli_history.progress,
     )
     try:
         report_io.write(path, report.render(page))

@@ -61,10 +61,12 @@ def gather(
     s3_client: S3Client | None = None,
     cloudwatch_client: CloudWatchClient | None = None,
     now: datetime.datetime | None = None,
+    progress: Callable[[str], history_io.Progress | None] = lambda source: None,
 ) -> report.Page:
     """The page for ``files`` over the last ``days`` (metrics and the retire checklist; the
     timeline is the whole audit trail). ``live`` and ``shipped`` are retire-check's;
-    ``endpoints`` are shown with the key each gets and why."""
+    ``endpoints`` are shown with the key each gets and why; ``progress(source)`` may give a
+    callback for reading that file's audit records (``history``'s progress line)."""
     now = times.utc(now or times.utcnow())
     views, events, notes, phases = [], [], [], []
     damaged = 0
@@ -83,7 +85,12 @@ def gather(
         rows = [_endpoint_row(item.source, phase, endpoint) for endpoint in endpoints]
         views.append(report.phase_view(found, now, rows))
         try:
-            trail = history_io.read_trail(item.source, audit_log=audit_log, s3_client=s3_client)
+            trail = history_io.read_trail(
+                item.source,
+                audit_log=audit_log,
+                s3_client=s3_client,
+                progress=progress(item.source),
+            )
         except StoreError as err:
             notes.append(f"{phase}: the audit trail cannot be read: {err}")
             continue

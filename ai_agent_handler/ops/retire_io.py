@@ -18,15 +18,11 @@ from typing import TYPE_CHECKING
 from .. import _aws
 from ..exceptions import (
     AIAgentHandlerError,
-    FlagConfigError,
-    FlagFileError,
     MetricsError,
-    StoreError,
 )
-from ..flag_file.document import parse
 from ..metrics import METRICS_NAMESPACE
 from ..settings import PHASES
-from . import audit, cloudwatch, edits, times
+from . import audit, cloudwatch, times
 from .retire import (
     DECISION_METRICS,
     NO_PHASE,
@@ -40,7 +36,7 @@ from .retire import (
     judge_quiet,
     judge_receivers,
 )
-from .store import open_store
+from .status_io import read_status
 from .times import Window
 
 if TYPE_CHECKING:
@@ -51,24 +47,26 @@ _AUDIT_TAIL = 64 * 1024  # bytes of a JSON-lines audit log read for its newest r
 
 
 def read_flag_file(source: str, *, s3_client: S3Client | None = None) -> FileReading:
-    """The rollout state of the flag file at ``source`` (a path or an ``s3://`` URI)."""
-    try:
-        snapshot = open_store(source, s3_client=s3_client).read()
-    except (StoreError, FlagConfigError) as err:
-        return FileReading(source, error=str(err))
-    if snapshot.data is None:
-        return FileReading(source, problem="no such file")
-    try:
-        doc = parse(snapshot.data, source=source)
-    except FlagFileError as err:
-        return FileReading(source, problem=f"not a valid flag file: {err}")
-    state = edits.read_state(doc)
-    return FileReading(
+    """The rollout state of the flag file at ``source`` (a path or an ``s3://`` URI), read
+    as ``status`` reads it."""
+    found = read_status(
         source,
-        kind=state.kind,
-        description=state.describe(),
-        version=edits.version_of(doc),
+        phase=None,
+        origin="file",
+        s3_client=s3_client,
+        now=times.utcnow(),
+        last_change=False,
     )
+    if found.state is not None:
+        state = found.state
+        return FileReading(
+            source, kind=state.kind, description=state.describe(), version=found.version
+        )
+    if found.error_kind == "missing":
+        return FileReading(source, problem="no such file")
+    if found.error_kind == "invalid":
+        return FileReading(source, problem=f"not a valid flag file: {found.error}")
+    return FileReading(source, error=found.error)
 
 
 def read_last_change(

@@ -36,8 +36,9 @@ class FileStatus:
     #: Why the file cannot be used (then ``state`` is None).
     error: str | None = None
     problems: tuple[str, ...] = ()
-    #: What kind of failure ``error`` is: ``invalid`` (not a valid flag file), ``config`` (a
-    #: malformed location) or ``unreadable`` (missing, permissions, AWS).
+    #: What kind of failure ``error`` is: ``missing`` (no such file), ``invalid`` (not a
+    #: valid flag file), ``config`` (a malformed location) or ``unreadable`` (permissions,
+    #: AWS, a folder that is not there).
     error_kind: str | None = None
     #: The command that creates a missing live file.
     hint: str | None = None

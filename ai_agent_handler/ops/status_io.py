@@ -39,7 +39,7 @@ def read_status(
         store = open_store(source, s3_client=s3_client, audit_log=audit_log)
         snapshot = store.read()
         if snapshot.data is None:
-            return _unusable(status, f"{source}: no such file", "unreadable", (), hint)
+            return _unusable(status, f"{source}: no such file", "missing", (), hint)
         doc = parse(snapshot.data, source=source)
     except FlagFileError as err:
         return _unusable(status, str(err), "invalid", tuple(err.problems), None)

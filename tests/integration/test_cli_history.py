@@ -159,7 +159,7 @@ def test_ramp_status_with_no_file_and_with_a_phase(
 
 
 def test_s3_history_reads_in_parallel_shows_progress_and_stops_at_the_limit(
-    aws_server: str, run: Runner, monkeypatch: pytest.MonkeyPatch
+    aws_server: str, run: Runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     source = f"s3://{BUCKET}/{KEY}"
@@ -185,6 +185,8 @@ def test_s3_history_reads_in_parallel_shows_progress_and_stops_at_the_limit(
     assert versions == list(range(total + 1, 1, -1))  # every record, newest first
     progress = [line for line in result.err.splitlines() if "audit records" in line]
     assert progress[-1].endswith(f"{total}/{total}") and 2 <= len(progress) <= 11
+    page = run("report", "production", "--html", str(tmp_path / "page.html"))
+    assert page.code == 0 and f"{total}/{total}" in page.err  # the report shows it too
 
     gets: list[str] = []
     client = boto3.client("s3", region_name=REGION)
