@@ -188,11 +188,23 @@ def read_log(
     path: Path, belongs: Callable[[object], bool] | None = None, *, tail: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """The records of the JSON-lines log ``path`` (those whose ``file`` ``belongs``
-    accepts), oldest first; with ``tail``, only those in its last ``tail`` bytes.
+    accepts), oldest first; with ``tail``, only those in its last ``tail`` bytes. A line that
+    is not a record (cut off by a crash) is passed over. Reading errors raise ``OSError``."""
+    for raw in log_lines(path, tail=tail):
+        try:
+            found = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and (belongs is None or belongs(found.get("file"))):
+            yield found
+
+
+def log_lines(path: Path, *, tail: int | None = None) -> Iterator[bytes]:
+    """The lines of the JSON-lines log ``path``, oldest first; with ``tail``, only the whole
+    lines in its last ``tail`` bytes.
 
     A missing log, a symlink (a change refuses to append through one) or something that is
-    not a file has no records; a line cut off by a crash is passed over. Reading errors
-    raise ``OSError``.
+    not a file has no lines. Reading errors raise ``OSError``.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -209,13 +221,7 @@ def read_log(
         lines = iter(log)
         if start:
             next(lines, None)  # cut by the tail
-        for raw in lines:
-            try:
-                found = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(found, dict) and (belongs is None or belongs(found.get("file"))):
-                yield found
+        yield from lines
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ..decision import evaluation_context
-from ..exceptions import FlagConfigError, FlagEditError, FlagFileError, StoreError
+from ..exceptions import FlagConfigError, FlagFileError, StoreError
 from ..flag_file.document import parse
-from . import edits, history, history_io, times
+from . import history, history_io, times
 from ._cli_base import (
     EXIT_ERROR,
     EXIT_OK,
@@ -27,7 +26,7 @@ from ._cli_base import (
     printable,
     whole_number,
 )
-from .explain import composite_from
+from .explain import composite_threshold
 from .store import open_store
 
 Out = Callable[[str], None]
@@ -181,11 +180,9 @@ def _threshold(target: Target, endpoint: str | None) -> int | None:
         if snapshot.data is None:
             return None
         doc = parse(snapshot.data, source=target.source)
-        if endpoint in edits.read_state(doc).allowed:  # its hash, not its listing
-            doc = edits.disallow(doc, [endpoint])
-        return composite_from(doc, evaluation_context(endpoint, None, target.phase))
-    except (StoreError, FlagFileError, FlagEditError, FlagConfigError):
+    except (StoreError, FlagFileError, FlagConfigError):
         return None
+    return composite_threshold(doc, endpoint, target.phase)
 
 
 #: Fewer records than this are read without a progress line.

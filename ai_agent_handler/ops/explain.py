@@ -14,6 +14,7 @@ from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
 from ..decision import decide, evaluation_context
+from ..exceptions import FlagEditError
 from ..settings import FLAG_KEY
 from . import edits
 
@@ -100,6 +101,17 @@ def _version(flag_set_version: str | None, doc: dict[str, Any]) -> int | None:
     if flag_set_version is not None and flag_set_version.isdigit():
         return int(flag_set_version)
     return edits.version_of(doc)
+
+
+def composite_threshold(doc: dict[str, Any], endpoint: str, phase: str | None) -> int | None:
+    """The percentage from which ``endpoint``'s stable hash gives it the composite key in
+    ``doc``, its allow-listing aside; None when the rule has no percentage (custom)."""
+    if endpoint in edits.read_state(doc).allowed:
+        doc = edits.disallow(doc, [endpoint])
+    try:
+        return composite_from(doc, evaluation_context(endpoint, None, phase))
+    except FlagEditError:
+        return None
 
 
 def composite_from(doc: dict[str, Any], context: EvaluationContext) -> int:

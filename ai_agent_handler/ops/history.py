@@ -239,9 +239,13 @@ class Filters:
 def select(records: Iterable[Record], filters: Filters) -> list[Record]:
     """The records ``filters`` keeps, newest first (by time, then version), at most its
     ``limit``."""
-    kept = [record for record in records if filters.keeps(record)]
-    kept.sort(key=lambda r: (r.time, r.version_after or 0), reverse=True)
+    kept = newest_first(record for record in records if filters.keeps(record))
     return kept if filters.limit is None else kept[: filters.limit]
+
+
+def newest_first(records: Iterable[Record]) -> list[Record]:
+    """``records`` newest first: by time, then by the version written."""
+    return sorted(records, key=lambda r: (r.time, r.version_after or 0), reverse=True)
 
 
 def versions(record: Record) -> str:

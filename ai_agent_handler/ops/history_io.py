@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import errno
-import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +26,7 @@ from typing import TYPE_CHECKING
 from .. import _aws
 from ..exceptions import StoreError
 from . import audit
-from .history import Damaged, Filters, Record, from_line, select
+from .history import Damaged, Filters, Record, from_line, newest_first, select
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,28 +103,16 @@ def _local(
 
 
 def _log_records(log: Path, belongs: Callable[[object], bool] | None) -> Iterator[Record | Damaged]:
-    """Every line of ``log`` as a record or a damaged one; a missing log has none. A
-    symlink in its place is refused (a change never appends through one)."""
+    """Every line of ``log`` (:func:`.audit.log_lines`) as a record or a damaged one."""
     try:
-        fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
+        for number, line in enumerate(audit.log_lines(log), 1):
+            if not line.strip():
+                continue
+            found = from_line(line, f"{log}:{number}")
+            if belongs is None or isinstance(found, Damaged) or belongs(found.file):
+                yield found
     except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise StoreError(f"cannot read {log}: it is a symlink (not followed)") from err
         raise StoreError(f"cannot read {log}: {err.strerror or err}") from err
-    with os.fdopen(fd, "rb") as opened:
-        if not stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
-            raise StoreError(f"cannot read {log}: not a regular file")
-        try:
-            for number, line in enumerate(opened, 1):
-                if not line.strip():
-                    continue
-                found = from_line(line, f"{log}:{number}")
-                if belongs is None or isinstance(found, Damaged) or belongs(found.file):
-                    yield found
-        except OSError as err:
-            raise StoreError(f"cannot read {log}: {err.strerror or err}") from err
 
 
 # -- objects under <key>.audit/ ----------------------------------------------------------------
@@ -218,6 +203,5 @@ def _get(client: S3Client, bucket: str, name: str) -> bytes | None:
 
 def merged(trails: Sequence[Trail], limit: int | None) -> list[Record]:
     """The records of several files, newest first, at most ``limit``."""
-    records = [record for trail in trails for record in trail.records]
-    records.sort(key=lambda r: (r.time, r.version_after or 0), reverse=True)
+    records = newest_first(record for trail in trails for record in trail.records)
     return records if limit is None else records[:limit]

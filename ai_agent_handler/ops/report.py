@@ -919,11 +919,6 @@ def phase_view(
 ) -> PhaseView:
     """One phase's file as ``status`` read it, for the page."""
     state = found.state
-    lines = found.lines(now, len(str(found.phase or "?")))
-    extra = [line.strip() for line in lines[2:] if not line.strip().startswith("last change")]
-    last = next((line.strip() for line in lines if line.strip().startswith("last change")), None)
-    if last is not None:  # the page's label says "last change"
-        last = last.removeprefix("last change").lstrip(": ")
     return PhaseView(
         phase=found.phase or "?",
         source=found.source,
@@ -932,8 +927,8 @@ def phase_view(
         kind=state.kind if state is not None else "missing",
         percent=found.flag.percent if found.flag is not None else None,
         allowed=state.allowed if state is not None else (),
-        ramp=tuple(extra) if found.ramp is not None or found.ramp_error else (),
-        last_change=last,
+        ramp=tuple(line.strip() for line in found.ramp_lines(now)),
+        last_change=found.last_change(now),
         error=found.error,
         endpoints=tuple(endpoints),
     )

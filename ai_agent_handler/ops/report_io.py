@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _aws
-from ..decision import evaluation_context
-from ..exceptions import FlagEditError, FlagFileError, MetricsError, StoreError
-from ..flag_file.document import parse
+from ..exceptions import MetricsError, StoreError
 from ..metrics import METRICS_NAMESPACE
 from ..receiver import LEGACY_FALLBACK_HITS
-from . import cloudwatch, edits, history_io, report, times
-from .explain import composite_from
+from . import cloudwatch, history_io, report, times
+from .explain import composite_threshold
 from .retire_io import retire_check
+from .status import FileStatus
 from .status_io import read_status
-from .store import open_store
 from .times import Window
 
 if TYPE_CHECKING:
@@ -82,7 +80,7 @@ def gather(
         )
         phase = found.phase or "?"
         phases.append(phase)
-        rows = [_endpoint_row(item.source, phase, endpoint) for endpoint in endpoints]
+        rows = [_endpoint_row(found, phase, endpoint) for endpoint in endpoints]
         views.append(report.phase_view(found, now, rows))
         try:
             trail = history_io.read_trail(
@@ -159,25 +157,19 @@ def _shares(
     return tuple(shares)
 
 
-def _endpoint_row(source: str, phase: str, endpoint: str) -> report.EndpointRow:
-    """The key ``endpoint`` gets from the file now, and which rule decides it."""
-    try:
-        snapshot = open_store(source).read()
-        if snapshot.data is None:
-            return report.EndpointRow(endpoint, "legacy", "no flag file: the code default")
-        doc = parse(snapshot.data, source=source)
-    except (StoreError, FlagFileError) as err:
-        return report.EndpointRow(endpoint, "?", f"the file cannot be read: {err}")
-    state = edits.read_state(doc)
+def _endpoint_row(found: FileStatus, phase: str, endpoint: str) -> report.EndpointRow:
+    """The key ``endpoint`` gets from the file as read, and which rule decides it."""
+    doc, state = found.doc, found.state
+    if doc is None or state is None:
+        return report.EndpointRow(endpoint, "?", f"the file cannot be read: {found.error}")
     if state.kind == "composite-everywhere":
         return report.EndpointRow(endpoint, "composite", "all: composite everywhere")
     if state.kind in ("legacy-everywhere", "disabled", "missing"):
         return report.EndpointRow(endpoint, "legacy", f"none: {state.describe()}")
     if endpoint in state.allowed:
         return report.EndpointRow(endpoint, "composite", "listed (allow-list)")
-    try:
-        threshold = composite_from(doc, evaluation_context(endpoint, None, phase))
-    except FlagEditError:
+    threshold = composite_threshold(dict(doc), endpoint, phase)
+    if threshold is None:
         return report.EndpointRow(endpoint, "?", "custom targeting: `explain` tells")
     percent = state.percent or 0
     key = "composite" if percent >= threshold else "legacy"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import times
@@ -49,6 +49,8 @@ class FileStatus:
     ramp: RampState | None = None
     #: Why ``metadata.ramp`` cannot be read.
     ramp_error: str | None = None
+    #: The flag document as read (None: unusable).
+    doc: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     #: The newest audit record (None: none, or not readable: ``last_error``).
     last: Record | None = None
     last_error: str | None = None
@@ -129,11 +131,14 @@ class FileStatus:
             note = " (shipped with the installed package, read-only)"
             note = note if self.origin == "installed" else ""
             lines.append(f"{pad}  version {self.version}, {self.source}{note}{named}")
-        lines.extend(f"{pad}  {line}" for line in self._ramp_lines(now))
-        lines.extend(f"{pad}  {line}" for line in self._last_lines(now))
+        lines.extend(f"{pad}  {line}" for line in self.ramp_lines(now))
+        last = self.last_change(now)
+        if last is not None:
+            lines.append(f"{pad}  last change{' ' if self.last else ': '}{last}")
         return lines
 
-    def _ramp_lines(self, now: datetime.datetime) -> list[str]:
+    def ramp_lines(self, now: datetime.datetime) -> list[str]:
+        """The ramp in words (state, step, next tick); empty without one."""
         if self.ramp_error:
             return [f"ramp: DAMAGED: {self.ramp_error}"]
         state = self.ramp
@@ -152,23 +157,20 @@ class FileStatus:
         lines.append(f"  next tick: {next_tick(state, self.flag, now)}")
         return lines
 
-    def _last_lines(self, now: datetime.datetime) -> list[str]:
+    def last_change(self, now: datetime.datetime) -> str | None:
+        """The last change in words (when, who, what, why), or why it is not known; None
+        for an unusable file without audit records."""
         if self.last_error:
-            return [f"last change: cannot read the audit trail: {self.last_error}"]
+            return f"cannot read the audit trail: {self.last_error}"
         last = self.last
         if last is None:
-            return [] if not self.valid else ["last change: no audit record"]
+            return None if not self.valid else "no audit record"
         seconds = (now - last.time).total_seconds()
         ago = f"{times.ago(seconds)} ago"
         if seconds < -60:
             ago = f"{times.ago(-seconds)} in the future: a clock is off"
-        line = (
-            f"last change {times.iso(last.time)} ({ago}) by {last.actor} ({last.trigger}): "
-            f"{last.command}"
-        )
-        if last.reason:
-            line += f"; why: {last.reason}"
-        return [line]
+        said = f"{times.iso(last.time)} ({ago}) by {last.actor} ({last.trigger}): {last.command}"
+        return f"{said}; why: {last.reason}" if last.reason else said
 
 
 def bake_left(state: RampState, flag: FlagView, now: datetime.datetime) -> float | None:

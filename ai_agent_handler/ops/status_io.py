@@ -61,6 +61,7 @@ def read_status(
         flag=view_of(doc, snapshot.modified or now),
         ramp=ramp,
         ramp_error=ramp_error,
+        doc=doc,
     )
     return _with_last_change(status, audit_log, s3_client) if last_change else status
 
@@ -90,12 +91,8 @@ def _with_last_change(
     try:
         trail = history_io.newest(status.source, audit_log=audit_log, s3_client=s3_client)
     except StoreError as err:
-        return _replace(status, last_error=str(err))
-    return _replace(status, last=trail.records[0] if trail.records else None)
-
-
-def _replace(status: FileStatus, **changes: Any) -> FileStatus:
-    return dataclasses.replace(status, **changes)
+        return dataclasses.replace(status, last_error=str(err))
+    return dataclasses.replace(status, last=trail.records[0] if trail.records else None)
 
 
 def fallback_of(phase: str | None, source: str) -> dict[str, Any] | None:

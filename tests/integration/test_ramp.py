@@ -31,6 +31,7 @@ from ai_agent_handler.ops.store import FlagStore, LocalFileStore, open_store
 from tests.support import BUCKET, FLAGS_DIR, REGION
 from tests.support.cli import Runner
 from tests.support.flags import value
+from tests.support.rollout import create_alarm
 from tests.support.store_clock import on_clock, set_modified
 
 STEPS = (1, 5, 25, 50, 100)
@@ -60,19 +61,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def cw(aws: None) -> Any:
-    client = boto3.client("cloudwatch", region_name=REGION)
-    client.put_metric_alarm(
-        AlarmName=ALARM,
-        Namespace="receivers",
-        MetricName="Errors",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=1,
-        ComparisonOperator="GreaterThanOrEqualToThreshold",
-    )
-    client.set_alarm_state(AlarmName=ALARM, StateValue="OK", StateReason="test")
-    return client
+    return create_alarm(ALARM)
 
 
 def set_alarm(cw: Any, state: str) -> None:

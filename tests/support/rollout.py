@@ -5,6 +5,7 @@ and rolled back by an alarm, all through ``ai-agent-rollout`` against moto's ser
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -18,10 +19,11 @@ ALARM = "receivers-5xx"
 KEY = "ai-agent/production.flagd.json"
 
 
-def create_alarm() -> None:
+def create_alarm(name: str = ALARM) -> Any:
+    """A metric alarm ``name`` in OK; the CloudWatch client that made it."""
     cw = boto3.client("cloudwatch", region_name=REGION)
     cw.put_metric_alarm(
-        AlarmName=ALARM,
+        AlarmName=name,
         Namespace="receivers",
         MetricName="Errors",
         Statistic="Sum",
@@ -30,12 +32,13 @@ def create_alarm() -> None:
         Threshold=1,
         ComparisonOperator="GreaterThanOrEqualToThreshold",
     )
-    set_alarm("OK")
+    set_alarm("OK", name)
+    return cw
 
 
-def set_alarm(state: str) -> None:
+def set_alarm(state: str, name: str = ALARM) -> None:
     boto3.client("cloudwatch", region_name=REGION).set_alarm_state(
-        AlarmName=ALARM, StateValue=state, StateReason="test"
+        AlarmName=name, StateValue=state, StateReason="test"
     )
 
 
