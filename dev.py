@@ -3,6 +3,9 @@
 
     python3 dev.py demo     the rollout demo (local AWS in process, no credentials needed)
     python3 dev.py demo mcp a provider handler calling a tool on an MCP server it starts
+    python3 dev.py demo backfill
+                            the example receiver's table backfilled to the composite key,
+                            verified, and read without the fallback (local AWS in process)
     python3 dev.py test     the whole test suite, one pytest worker per core (pytest-xdist;
                             -n 0 runs it in one process)
     python3 dev.py lint     ruff (lint + format check) and mypy
@@ -323,7 +326,7 @@ def parallel(pytest_args: list[str]) -> list[str]:
 
 
 #: ``python3 dev.py demo [NAME]``: the examples, by name (the first is the default).
-EXAMPLES = {"rollout": "rollout_demo.py", "mcp": "mcp_tools.py"}
+EXAMPLES = {"rollout": "rollout_demo.py", "mcp": "mcp_tools.py", "backfill": "receiver_backfill.py"}
 
 
 def demo_command(rest: list[str]) -> list[str]:

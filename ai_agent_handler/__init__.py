@@ -9,6 +9,7 @@ from .ai_agent_handler import AIAgentEventHandler
 from .decision import KeyDecision
 from .exceptions import (
     AIAgentHandlerError,
+    BackfillError,
     ConflictError,
     FlagConfigError,
     FlagEditError,
@@ -34,6 +35,7 @@ __all__ = [
     "FLAG_KEY",
     "AIAgentEventHandler",
     "AIAgentHandlerError",
+    "BackfillError",
     "ConflictError",
     "FlagConfigError",
     "FlagEditError",

@@ -22,6 +22,10 @@
     │                                   duration, no ramp, a ramp already running, an alarm
     ├── MetricsError                    CloudWatch could not be read: no evidence, so a
     │                                   ramp holds
+    ├── BackfillError                   a backfill cannot go on: bad map or option, tables
+    │                                   that do not fit, a foreign checkpoint, DynamoDB
+    │                                   failing past its retries (the checkpoint holds what
+    │                                   was done)
     └── MCPError                        an MCP server or tool failed (``server``, ``tool``)
         ├── MCPToolError (RuntimeError) the tool ran and answered with an error result
         ├── MCPToolNotFound             no server offers the name: "Function <name> not
@@ -249,3 +253,9 @@ class RampError(AIAgentHandlerError, ValueError):
 
 class MetricsError(AIAgentHandlerError):
     """CloudWatch could not be read (permissions, throttling, network): no evidence."""
+
+
+class BackfillError(AIAgentHandlerError):
+    """A backfill that cannot go on: a bad mapping or option, a table that does not fit the
+    job, a damaged or foreign checkpoint, DynamoDB failing past its retries. The checkpoint
+    holds what was done: the same command continues from there."""

@@ -29,6 +29,37 @@ counts items that exist under neither key (the first write of a new item usually
 first), so it need not reach zero. The lines are on by default inside Lambda and off elsewhere
 (``$AI_AGENT_HANDLER_METRICS``: ``emf`` / ``off``).
 
+Shadow reads
+------------
+
+:func:`read_with_shadow` reads and returns exactly what :func:`read_with_fallback` does
+(same reads, same counters) and, on a sample of the composite calls (``sample``, default 1
+in 100), also finds out what the other key holds and says how the two copies compare.
+The outcome goes into the same EMF line, as one of four counters set to 1 (the other
+three 0), with the property ``shadow`` naming it:
+
+* ``ShadowSame`` (``"Same"``): both keys hold the item and the copies agree (equality, by
+  default after removing the fields named in ``ignore``, such as the key attribute);
+* ``ShadowDifferent`` (``"Different"``): both keys hold the item and the copies disagree;
+* ``ShadowLegacyOnly`` (``"LegacyOnly"``): only the legacy key holds it: its backfill is
+  still owed;
+* ``ShadowCompositeOnly`` (``"CompositeOnly"``): only the composite key holds it (new
+  since the endpoint turned composite, or deleted under the legacy key).
+
+Consistency of the copies is ``ShadowSame / (ShadowSame + ShadowDifferent)`` (sums over a
+period); ``ShadowLegacyOnly`` is the backfill still owed, and reaches zero once every item
+the endpoints read exists under its composite key. A sampled call that found the item
+under neither key counts all four as 0 (``shadow`` is ``"Neither"``); so does one whose
+extra read or comparison raised, which counts ``ShadowReadErrors`` 1 instead (``shadow``
+is ``"Error"``; the failure is logged on the logger ``ai_agent_handler.receiver`` and the
+item is returned all the same). A sampled line carries all five shadow counters, an
+unsampled one none of them. Only composite calls are shadowed: a legacy call has one key
+and nothing to compare it with.
+
+The cost: one extra ``read`` (of the legacy key) on a sampled call whose composite read
+found the item; a sampled call whose composite read missed has read the legacy key
+already, for the fallback. When the lines are off, nothing is shadowed.
+
 This module uses the standard library only and imports nothing else of its package: a
 receiver can copy this one file into its function.
 
@@ -39,16 +70,26 @@ Example, a DynamoDB table whose partition key is ``pk``::
         lambda key: table.get_item(Key={"pk": key}).get("Item"), routing
     )
     table.put_item(Item={**(item or {}), **changes, "pk": routing.key})
+
+The same read, shadowed on 1 call in 100 (the copies differ in ``pk``: not compared)::
+
+    item = read_with_shadow(
+        lambda key: table.get_item(Key={"pk": key}).get("Item"), routing,
+        sample=0.01, ignore={"pk"},
+    )
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import numbers
 import os
+import random as _random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, TextIO, TypeVar
 
@@ -61,12 +102,19 @@ __all__ = [
     "PHASE_ENV",
     "RECEIVER_READS",
     "SEPARATOR",
+    "SHADOW_COMPOSITE_ONLY",
+    "SHADOW_DIFFERENT",
+    "SHADOW_LEGACY_ONLY",
+    "SHADOW_METRICS",
+    "SHADOW_READ_ERRORS",
+    "SHADOW_SAME",
     "InvalidRoutingKey",
     "KeyScheme",
     "ReceiverMetrics",
     "RoutingKey",
     "candidate_keys",
     "read_with_fallback",
+    "read_with_shadow",
     "route",
     "split_key",
 ]
@@ -92,6 +140,36 @@ LEGACY_FALLBACK_READS = "LegacyFallbackReads"
 #: Metric: one per :func:`read_with_fallback` whose legacy read found the item; zero before
 #: the fallback is removed.
 LEGACY_FALLBACK_HITS = "LegacyFallbackHits"
+
+#: Shadow-read metrics: one of the four per sampled read that found the item under either key.
+#: Both keys hold the item, and the copies agree (the receiver's comparison says so).
+SHADOW_SAME = "ShadowSame"
+#: Both keys hold the item, and the copies disagree.
+SHADOW_DIFFERENT = "ShadowDifferent"
+#: Only the legacy key holds the item: its backfill is still owed.
+SHADOW_LEGACY_ONLY = "ShadowLegacyOnly"
+#: Only the composite key holds the item (new since the endpoint turned composite, or
+#: deleted under the legacy key).
+SHADOW_COMPOSITE_ONLY = "ShadowCompositeOnly"
+#: The four shadow-read outcomes, in this order.
+SHADOW_METRICS = (SHADOW_SAME, SHADOW_DIFFERENT, SHADOW_LEGACY_ONLY, SHADOW_COMPOSITE_ONLY)
+#: Metric: one per sampled read whose extra legacy read or comparison raised (no outcome
+#: then); the item is returned all the same.
+SHADOW_READ_ERRORS = "ShadowReadErrors"
+
+#: The ``shadow`` property of a sampled line, and the counter it sets to 1 (None: none).
+_SHADOW_OUTCOMES: dict[str, str | None] = {
+    "Same": SHADOW_SAME,
+    "Different": SHADOW_DIFFERENT,
+    "LegacyOnly": SHADOW_LEGACY_ONLY,
+    "CompositeOnly": SHADOW_COMPOSITE_ONLY,
+    "Neither": None,
+    "Error": SHADOW_READ_ERRORS,
+}
+_SHADOW_COUNTERS = (*SHADOW_METRICS, SHADOW_READ_ERRORS)
+
+_log = logging.getLogger("ai_agent_handler.receiver")  # also when copied as receiver.py
+_PLAIN_NUMBERS = (float, int)  # a ``sample`` of these types needs no further type check
 
 _DIMENSIONS = ("phase", "key_scheme")
 _NO_PHASE = "none"
@@ -240,6 +318,79 @@ def read_with_fallback(
 
     Write under ``routing.key`` (the key the call came with), never under the other one.
     """
+    item, fallback = _read(read, routing)
+    _emit(metrics if metrics is not None else _metrics, routing, phase, item, fallback)
+    return item
+
+
+def read_with_shadow(
+    read: Callable[[str], _T | None],
+    routing: RoutingKey,
+    sample: float = 0.01,
+    *,
+    compare: Callable[[_T, _T], object] | None = None,
+    ignore: Collection[str] = (),
+    phase: str | None = None,
+    metrics: ReceiverMetrics | None = None,
+    random: Callable[[], float] | None = None,
+) -> _T | None:
+    """:func:`read_with_fallback`, and on a sample of the calls a comparison of both keys.
+
+    Returns what :func:`read_with_fallback` returns, after the same reads, and writes the
+    same one EMF line. A composite call is sampled when ``random() < sample`` (``random``
+    defaults to :func:`random.random`; ``sample`` is from 0, never, to 1, always). On a
+    sampled call the item under the other key is known too: the composite read found the
+    item, so the legacy key is read once more; or it missed, and the fallback has read the
+    legacy key already. The line then carries the outcome (``ShadowSame``,
+    ``ShadowDifferent``, ``ShadowLegacyOnly``, ``ShadowCompositeOnly``: see the module
+    docstring) and the property ``shadow``. A legacy call is never shadowed (it has one
+    key), and neither is any call while the lines are off (an outcome nobody sees is not
+    worth a read).
+
+    ``compare(composite_item, legacy_item)`` says whether the copies agree; by default
+    they agree when equal once the top-level fields named in ``ignore`` are removed from
+    both (items that are mappings; the copies always differ in their key attribute, e.g.
+    ``ignore={"pk"}``). ``ignore`` only shapes the default comparison: passing both
+    ``compare`` and a non-empty ``ignore`` is a :class:`TypeError` (leave the fields out in
+    ``compare`` itself). A ``sample`` that is not a number from 0 to 1 is a
+    :class:`ValueError`; both are raised before anything is read.
+
+    The shadow part never breaks the read: when its extra ``read`` or ``compare`` raises,
+    the item is still returned, the failure is logged (logger
+    ``ai_agent_handler.receiver``) and the line counts ``ShadowReadErrors`` instead of an
+    outcome. An exception from the reads :func:`read_with_fallback` makes propagates, and
+    nothing is written.
+    """
+    if (
+        type(sample) not in _PLAIN_NUMBERS
+        and (isinstance(sample, bool) or not isinstance(sample, numbers.Real))
+    ) or not 0 <= sample <= 1:
+        raise ValueError(
+            f"sample must be a number from 0 (never) to 1 (always), the share of calls "
+            f"shadowed; got {sample!r}"
+        )
+    if isinstance(ignore, (str, bytes)):
+        raise TypeError(f"ignore must be a collection of field names, not a string: {ignore!r}")
+    if compare is not None and ignore:
+        raise TypeError(
+            "pass compare or ignore, not both: ignore only shapes the default comparison "
+            "(leave those fields out in compare itself)"
+        )
+    writer = metrics if metrics is not None else _metrics
+    sampled = (
+        routing.key_scheme == "composite"
+        and writer.enabled
+        and (random if random is not None else _random.random)() < sample
+    )
+    item, fallback = _read(read, routing)
+    shadow = _shadow(read, routing, item, fallback, compare, ignore) if sampled else None
+    _emit(writer, routing, phase, item, fallback, shadow)
+    return item
+
+
+def _read(read: Callable[[str], _T | None], routing: RoutingKey) -> tuple[_T | None, bool]:
+    """The item found under :func:`candidate_keys` (or None), and whether the legacy key
+    was read after the composite key missed."""
     item: _T | None = None
     reads = 0
     for key in candidate_keys(routing):
@@ -247,21 +398,72 @@ def read_with_fallback(
         item = read(key)
         if item is not None:
             break
-    fallback = reads > 1
-    (metrics if metrics is not None else _metrics).emit(
-        {
-            RECEIVER_READS: 1,
-            LEGACY_FALLBACK_READS: int(fallback),
-            LEGACY_FALLBACK_HITS: int(fallback and item is not None),
-        },
+    return item, reads > 1
+
+
+def _shadow(
+    read: Callable[[str], _T | None],
+    routing: RoutingKey,
+    item: _T | None,
+    fallback: bool,
+    compare: Callable[[_T, _T], object] | None,
+    ignore: Collection[str],
+) -> str:
+    """The ``shadow`` property of a sampled composite call (a key of ``_SHADOW_OUTCOMES``)."""
+    if fallback:  # the composite key missed; the fallback has read the legacy key
+        return "Neither" if item is None else "LegacyOnly"
+    assert item is not None  # found under the composite key: no fallback
+    step = "read of the legacy key"
+    try:
+        legacy = read(routing.legacy_key)
+        if legacy is None:
+            return "CompositeOnly"
+        step = "comparison"
+        same = compare(item, legacy) if compare is not None else _equal(item, legacy, ignore)
+        return "Same" if same else "Different"
+    except Exception:
+        _log.warning(
+            "shadow %s failed for %s (the item is returned; counted as %s)",
+            step,
+            routing.key,
+            SHADOW_READ_ERRORS,
+            exc_info=True,
+        )
+        return "Error"
+
+
+def _equal(composite: object, legacy: object, ignore: Collection[str]) -> bool:
+    if ignore and isinstance(composite, Mapping) and isinstance(legacy, Mapping):
+        composite = {k: v for k, v in composite.items() if k not in ignore}
+        legacy = {k: v for k, v in legacy.items() if k not in ignore}
+    return bool(composite == legacy)
+
+
+def _emit(
+    writer: ReceiverMetrics,
+    routing: RoutingKey,
+    phase: str | None,
+    item: object,
+    fallback: bool,
+    shadow: str | None = None,
+) -> None:
+    """The one EMF line of a read; with the shadow counters when ``shadow`` is given."""
+    values = {
+        RECEIVER_READS: 1,
+        LEGACY_FALLBACK_READS: int(fallback),
+        LEGACY_FALLBACK_HITS: int(fallback and item is not None),
+    }
+    properties: dict[str, object] = {"found": item is not None, "routing_key": routing.key}
+    if shadow is not None:
+        outcome = _SHADOW_OUTCOMES[shadow]
+        values.update((name, int(name == outcome)) for name in _SHADOW_COUNTERS)
+        properties["shadow"] = shadow
+    writer.emit(
+        values,
         phase=phase or os.environ.get(PHASE_ENV, "").strip() or None,
         key_scheme=routing.key_scheme,
-        properties={
-            "found": item is not None,
-            "routing_key": routing.key,
-        },
+        properties=properties,
     )
-    return item
 
 
 class ReceiverMetrics:

@@ -29,6 +29,8 @@ SECTIONS = (
     "mcp_bounds",
     "audit_trail",
     "import_time",
+    "shadow_reads",
+    "backfill",
 )
 
 
@@ -88,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: a line per request
     from . import (
         audit_trail,
+        backfill,
         flag_change,
         flag_faults,
         hot_path,
         import_time,
         mcp_bounds,
         mcp_tools,
+        shadow_reads,
         throughput,
     )
 
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         "mcp_bounds": mcp_bounds.run,
         "audit_trail": audit_trail.run,
         "import_time": import_time.run,
+        "shadow_reads": shadow_reads.run,
+        "backfill": backfill.run,
     }
     start = time.perf_counter()
     sections = []

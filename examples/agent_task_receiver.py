@@ -6,14 +6,20 @@ mapping with ``ReportBatchItemFailures``). Environment:
 
 * ``TASK_TABLE``: a DynamoDB table, partition key ``pk`` (the routing key), sort key ``sk``;
 * ``WEBSOCKET_API_URL``: the WebSocket API's connections endpoint
-  (``https://<api-id>.execute-api.<region>.amazonaws.com/<stage>``).
+  (``https://<api-id>.execute-api.<region>.amazonaws.com/<stage>``);
+* ``SHADOW_SAMPLE`` (optional, default ``0.01``): the share of composite reads shadowed,
+  from 0 to 1. Read once when the module is loaded: a value that is not a number from 0 to
+  1 fails the function's start-up with a message naming it, not each call.
 
 Items: a run under ``sk = "run#<run_uuid>"``, a WebSocket connection (written by the
 ``$connect`` route) under ``sk = "connection#<connection_id>"``. Every function routes with
 :func:`~ai_agent_handler.receiver.route`, reads with
-:func:`~ai_agent_handler.receiver.read_with_fallback` (the key the call came with, then the
-legacy key) and writes under ``routing.key`` only. A key that cannot be split is refused
-before anything is read or written.
+:func:`~ai_agent_handler.receiver.read_with_shadow` (the key the call came with, then the
+legacy key, as :func:`~ai_agent_handler.receiver.read_with_fallback`; on a sampled composite
+call also the item under the other key, compared without the key attributes ``pk``,
+``endpoint_id`` and ``part_id``: ``ShadowSame`` / ``ShadowDifferent`` / ``ShadowLegacyOnly``
+/ ``ShadowCompositeOnly`` in the read's EMF line) and writes under ``routing.key`` only. A
+key that cannot be split is refused before anything is read or written.
 """
 
 from __future__ import annotations
@@ -26,22 +32,53 @@ from typing import Any
 
 import boto3
 
-from ai_agent_handler.receiver import RoutingKey, read_with_fallback, route
+from ai_agent_handler.receiver import RoutingKey, read_with_shadow, route
 
-__all__ = ["FUNCTS", "TaskFunctions", "handler"]
+__all__ = [
+    "FUNCTS",
+    "IGNORED_FIELDS",
+    "SHADOW_SAMPLE",
+    "TaskFunctions",
+    "handler",
+    "shadow_sample_from_environment",
+]
 
 logger = logging.getLogger("agent_task")
 
 #: The functions a handler may call by name (``funct``).
 FUNCTS = frozenset({"insert_update_run", "get_run", "send_data_to_stream"})
+#: Left out when the copies under both keys are compared: they differ in these by design.
+IGNORED_FIELDS = frozenset({"pk", "endpoint_id", "part_id"})
+
+
+def shadow_sample_from_environment(environ: Mapping[str, str] = os.environ) -> float:
+    """``$SHADOW_SAMPLE`` (default 0.01): the share of composite reads shadowed, 0 to 1."""
+    raw = environ.get("SHADOW_SAMPLE", "").strip()
+    if not raw:
+        return 0.01
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise ValueError(
+            f"SHADOW_SAMPLE must be a number from 0 (no shadow reads) to 1 (every composite "
+            f"read), e.g. 0.01; got {raw!r}"
+        )
+    return value
+
+
+#: Read at start-up: an invalid ``SHADOW_SAMPLE`` fails the module's import (Lambda's init).
+SHADOW_SAMPLE = shadow_sample_from_environment()
 
 
 class TaskFunctions:
     """The functions the handler calls, on one table and one WebSocket API."""
 
-    def __init__(self, table: Any, connections: Any) -> None:
+    def __init__(self, table: Any, connections: Any, *, shadow_sample: float | None = None) -> None:
         self.table = table  # boto3 DynamoDB Table
         self.connections = connections  # boto3 "apigatewaymanagementapi" client
+        self.shadow_sample = SHADOW_SAMPLE if shadow_sample is None else shadow_sample
 
     @classmethod
     def from_environment(cls) -> TaskFunctions:
@@ -78,7 +115,8 @@ class TaskFunctions:
         def read(key: str) -> Any:
             return self.table.get_item(Key={"pk": key, "sk": sk}).get("Item")
 
-        return read_with_fallback(read, routing)  # one EMF line: ReceiverReads, LegacyFallback*
+        # One EMF line: ReceiverReads, LegacyFallback*, and Shadow* when sampled.
+        return read_with_shadow(read, routing, sample=self.shadow_sample, ignore=IGNORED_FIELDS)
 
 
 _functions: TaskFunctions | None = None

@@ -54,7 +54,13 @@ from tests.support.rollout import KEY, create_alarm
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials and a region, so no test can ever reach a real AWS account."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROLLOUT_PHASE", "FLAG_SOURCE"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "ROLLOUT_PHASE",
+        "FLAG_SOURCE",
+        "AI_AGENT_ROLLOUT_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

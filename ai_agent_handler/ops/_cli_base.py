@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from .. import _aws
 from ..exceptions import (
+    BackfillError,
     ConflictError,
     FlagConfigError,
     FlagEditError,
@@ -50,6 +51,7 @@ EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (ConflictError, EXIT_CONFLICT),
     (StoreError, EXIT_ERROR),
     (MetricsError, EXIT_ERROR),
+    (BackfillError, EXIT_ERROR),
     (FlagFileError, EXIT_INVALID),
     (FlagEditError, EXIT_INVALID),
     (RampError, EXIT_INVALID),

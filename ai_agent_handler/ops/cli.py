@@ -36,7 +36,16 @@ from ..flag_file import default_provider
 from ..flag_file.document import parse
 from ..partition_key import validate_id
 from ..settings import PHASES, check_phase
-from . import cli_history, cli_ramp, cli_report, cli_retire, config_io, edits, times
+from . import (
+    cli_backfill,
+    cli_history,
+    cli_ramp,
+    cli_report,
+    cli_retire,
+    config_io,
+    edits,
+    times,
+)
 from ._cli_base import (
     ACTOR_ENV,
     EXIT_ERROR,
@@ -77,6 +86,7 @@ COMMANDS = (
     "ramp",
     "retire-check",
     "report",
+    "backfill",
 )
 WRITES = frozenset({"set", "allow", "disallow", "percent", "rollback", "seed"})
 
@@ -97,10 +107,13 @@ examples (a fleet reads its live file from S3: P=s3://ops-flags/ai-agent/product
   {PROG} --file $P rollback --reason "INC-7 receivers reject keys"
   {PROG} validate flags/*.flagd.json
   {PROG} --file $P ramp start --steps 1,5,25,50,100 --bake 1d --alarm NAME   (ramp --help)
+  {PROG} --file $P backfill --source-table T --map parts.csv   (backfill --help)
 
 status, history, report, ramp status and retire-check read the phases' live files named in
 ai-agent-rollout.toml ([live] production = "s3://...", in this folder or one above) or in
-ROLLOUT_LIVE_<PHASE>; else the phase files. Changes always name their file.
+ROLLOUT_LIVE_<PHASE>; else the phase files. Changes name their file: --file, or
+AI_AGENT_ROLLOUT_FILE=PATH, which stands in for --file in any command that names no file
+(no --file, --phase or PHASE).
 rollback = legacy key for every endpoint, right away (running handlers: from their next run).
 --phase NAME is the repository's flags/NAME.flagd.json when run inside a checkout (it ships
 with the next release, not to a running fleet); elsewhere it is the copy installed with the
@@ -248,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ramp.add_parser(commands, common, _Parser)
     cli_retire.add_parser(commands, common)
     cli_report.add_parser(commands, common)
+    cli_backfill.add_parser(commands, common)
     return parser
 
 
@@ -311,6 +325,8 @@ def _check_id(field: str, value: str) -> None:
         )
 
 
+#: One live file for every command that names none (``--file``, ``--phase``, a PHASE).
+FILE_ENV = "AI_AGENT_ROLLOUT_FILE"
 #: Set to ``1`` (``true``, ``yes``, ``on``), every change must say why (``--reason``).
 REQUIRE_REASON_ENV = "ROLLOUT_REQUIRE_REASON"
 _RAMP_CHANGES = frozenset({"start", "pause", "resume", "abort", "promote"})
@@ -349,8 +365,22 @@ def _check_reason(args: argparse.Namespace) -> None:
         )
 
 
+def _file_from_env(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """``$AI_AGENT_ROLLOUT_FILE`` stands in for ``--file`` when no file is named: no
+    ``--file``, no ``--phase`` and no PHASE argument."""
+    value = environ.get(FILE_ENV)
+    if value is None or args.file is not None or args.phase is not None:
+        return
+    if getattr(args, "phases", None) or getattr(args, "target_phase", None):
+        return
+    if not value.strip():
+        raise CliError(f"${FILE_ENV} is set but empty: name the live file, or unset it", 2)
+    args.file = value.strip()
+
+
 def _check_command_line(args: argparse.Namespace) -> None:
     """Every value of the command line, before any file is read or lock taken (exit 2)."""
+    _file_from_env(args, os.environ)
     _not_empty("--file", args.file)
     _not_empty("--audit-log", args.audit_log)
     if args.file:
@@ -377,6 +407,8 @@ def _check_command_line(args: argparse.Namespace) -> None:
             _check_id("part_id", args.part_id)
     if command == "ramp":
         cli_ramp.check_usage(args)
+    if command == "backfill":
+        cli_backfill.check_usage(args)
     _check_reason(args)
     if command == "seed":
         if args.file is None:
@@ -818,6 +850,8 @@ def _run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return cli_retire.run(args, out, lambda phase: _phase_target(phase).source)
     if command == "ramp":
         return _ramp(args, out)
+    if command == "backfill":
+        return cli_backfill.run(args, out)
     raise CliError(f"unknown command {command!r}", EXIT_USAGE)  # argparse refuses it first
 
 

@@ -34,6 +34,7 @@ from ._cli_base import (
 )
 from .ramp import RampState, next_tick, parse_steps, shown_percent, step_label
 from .ramp_io import Current, Outcome, Ramp
+from .shadow import ShadowCounts, parse_min_consistency
 from .store import FlagStore
 
 Out = Callable[[str], None]
@@ -48,8 +49,10 @@ examples (P=s3://ops-flags/ai-agent/production.flagd.json):
 
 A step advances after its bake when the guards are healthy: the named alarms OK, no flag
 evaluation errors, composite-key failures per decision not worse than legacy's (tolerance),
-at least --min-decisions composite decisions. An alarm or a breach rolls back one step and
-pauses; too little data or unreadable metrics hold. A flag edit the ramp did not make pauses it.
+at least --min-decisions composite decisions; with --min-consistency P, shadow reads whose
+copies agree at least P % of the time (of at least --min-shadow-reads compared reads). An
+alarm or a breach rolls back one step and pauses; too little data or unreadable metrics
+hold. A flag edit the ramp did not make pauses it.
 """
 
 
@@ -58,6 +61,8 @@ _steps = argument_type(parse_steps, RampError)
 
 
 _count = whole_number(0)
+_reads = whole_number(1)
+_percentage = argument_type(parse_min_consistency)
 
 
 @argument_type
@@ -138,6 +143,23 @@ def add_parser(
         "(default 0.25, i.e. 25 %%; 0: not higher at all)",
     )
     start.add_argument(
+        "--min-consistency",
+        type=_percentage,
+        default=None,
+        metavar="P",
+        help="a guard on the receivers' shadow reads: of those that found the item under both "
+        "keys, at least P %% must agree (above 0, at most 100, e.g. 99.9); below: a breach. "
+        "Default: no such guard",
+    )
+    start.add_argument(
+        "--min-shadow-reads",
+        type=_reads,
+        default=None,
+        metavar="N",
+        help="compared shadow reads (ShadowSame + ShadowDifferent) the --min-consistency "
+        "guard needs before it judges; fewer hold (default 100)",
+    )
+    start.add_argument(
         "--namespace", default=METRICS_NAMESPACE, help="CloudWatch namespace of the counters"
     )
     start.add_argument(
@@ -204,6 +226,8 @@ def run(args: argparse.Namespace, out: Out, store: FlagStore) -> int:
             phase=args.metrics_phase,
             reason=args.reason,
             dry_run=dry,
+            min_consistency=args.min_consistency,
+            min_shadow_reads=100 if args.min_shadow_reads is None else args.min_shadow_reads,
         )
     elif command == "tick":
         outcome = ramp.tick(dry_run=dry)
@@ -256,6 +280,8 @@ def describe(outcome: Outcome, *, dry_run: bool = False) -> list[str]:
     lines.extend(notes)
     if outcome.evidence is not None and outcome.evidence.counters:
         lines.append("  " + _counters_line(outcome.evidence.counters))
+        if state.plan.min_consistency is not None:
+            lines.append("  " + _shadow_line(outcome.evidence.counters))
     if outcome.written:
         lines.append(f"  flag version {outcome.version}; ramp {state.id} is {state.status}")
     elif dry_run and action.kind != "none":
@@ -280,6 +306,14 @@ def _counters_line(counters: Mapping[str, Mapping[str, float]]) -> str:
     return "window: " + "; ".join(shown)
 
 
+def _shadow_line(counters: Mapping[str, Mapping[str, float]]) -> str:
+    shadow = ShadowCounts.of(counters)
+    return (
+        f"shadow reads: same {shadow.same:g}, different {shadow.different:g}, legacy only "
+        f"{shadow.legacy_only:g}, composite only {shadow.composite_only:g}"
+    )
+
+
 def status_lines(current: Current, source: str, now: datetime.datetime) -> list[str]:
     """``ramp status`` in words: the ramp, the file as it is, what the next tick does."""
     state, flag = current.state, current.flag
@@ -296,10 +330,13 @@ def status_lines(current: Current, source: str, now: datetime.datetime) -> list[
     lines.append(f"  next tick: {next_tick(state, flag, now)}")
     alarms = ", ".join(plan.alarms) or "none"
     steps = ",".join(str(s) for s in plan.steps)
+    guard = plan.guard_words()
+    consistency = f", {guard}" if guard else ""
     lines.append(
         f"  steps {steps} % (from {state.start_percent} %), "
         f"bake {times.format_duration(plan.bake)}, "
         f"alarms: {alarms}, min decisions {plan.min_decisions}, tolerance {plan.tolerance:g}"
+        f"{consistency}"
     )
     lines.append(
         f"  started {times.iso(state.started)} by {state.started_by}; file last written "
@@ -468,6 +505,12 @@ def check_usage(args: argparse.Namespace) -> None:
     if args.file is not None and args.target_phase is not None:
         raise CliError(
             f"ramp {args.ramp_command}: --file and PHASE both name a file; give one", EXIT_USAGE
+        )
+    if getattr(args, "min_shadow_reads", None) is not None and args.min_consistency is None:
+        raise CliError(
+            "ramp start: --min-shadow-reads sets what the consistency guard needs; it takes "
+            "--min-consistency P too",
+            EXIT_USAGE,
         )
 
 

@@ -27,11 +27,13 @@ from ._cli_base import (
     EXIT_USAGE,
     PROG,
     CliError,
+    argument_type,
     location,
     printable,
 )
 from .retire import MAX_DAYS, Report, code_search
 from .retire_io import retire_check
+from .shadow import DEFAULT_MIN_CONSISTENCY, parse_min_consistency
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -43,11 +45,13 @@ Out = Callable[[str], None]
 NONE = "none"
 
 DESCRIPTION = """\
-Whether the flag can be removed (the migration plan's phase 4), as four checks:
-  files      the shipped and the live file of every phase: composite for every endpoint
-  quiet      no live file changed in the last N days
-  decisions  no legacy decision and no flag evaluation error in N days (CloudWatch)
-  receivers  receivers read, and none needed the legacy key (CloudWatch)
+Whether the flag can be removed (the migration plan's phase 4), as five checks:
+  files        the shipped and the live file of every phase: composite for every endpoint
+  quiet        no live file changed in the last N days
+  decisions    no legacy decision and no flag evaluation error in N days (CloudWatch)
+  receivers    receivers read, and none needed the legacy key (CloudWatch)
+  consistency  receivers' shadow reads: no backfill owed, and the copies under both keys
+               agree at least --min-consistency % of the time (CloudWatch)
 It also prints the git grep that lists where code still names the flag (the removal's work).
 Exit 0: the flag can be removed (rollout.md section 7); 5: not yet; 1: a read failed."""
 
@@ -93,6 +97,15 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         default=METRICS_NAMESPACE,
         metavar="NS",
         help=f"CloudWatch namespace of the counters (default {METRICS_NAMESPACE})",
+    )
+    parser.add_argument(
+        "--min-consistency",
+        type=argument_type(parse_min_consistency),
+        default=DEFAULT_MIN_CONSISTENCY,
+        metavar="P",
+        help="the consistency check passes from P %% on: the share of the receivers' shadow "
+        "reads that found the item under both keys whose copies agree (above 0, at most 100; "
+        f"default {DEFAULT_MIN_CONSISTENCY:g})",
     )
 
 
@@ -168,6 +181,7 @@ def run(
         cloudwatch_client=cloudwatch_client,
         s3_client=s3_client,
         now=now,
+        min_consistency=args.min_consistency,
     )
     if args.json:
         out(json.dumps({**report.to_json(), "code_search": code_search()}, indent=2))

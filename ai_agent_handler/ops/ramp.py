@@ -15,13 +15,14 @@ says what to do -- at most one step:
    ``percent``, ``allow``, ``rollback``, a hand edit, whatever its version says) pauses the
    ramp: it never fights an operator.
 3. A guard breach -- a named alarm in ``ALARM``, any flag evaluation error, composite-key
-   failures worse than legacy's -- rolls back to the previous step and pauses, whether the
-   step is still baking or not (before the first step: pauses). The stable hash of the
-   percentage rule moves back exactly the endpoints that step moved.
+   failures worse than legacy's, shadow reads' consistency below the plan's minimum (when it
+   has one) -- rolls back to the previous step and pauses, whether the step is still baking
+   or not (before the first step: pauses). The stable hash of the percentage rule moves back
+   exactly the endpoints that step moved.
 4. While the step bakes, nothing happens.
-5. After the bake, evidence that cannot judge (too few composite decisions, an alarm in
-   ``INSUFFICIENT_DATA`` or missing, CloudWatch unreadable) holds: nothing is written and
-   the next tick looks again. It never rolls back.
+5. After the bake, evidence that cannot judge (too few composite decisions or compared shadow
+   reads, an alarm in ``INSUFFICIENT_DATA`` or missing, CloudWatch unreadable) holds: nothing
+   is written and the next tick looks again. It never rolls back.
 6. Healthy after the bake: the next step; after the last step's bake, the ramp is done.
 
 :func:`judge` turns :class:`Evidence` into a :class:`Verdict`. Ratios are computed here from
@@ -32,6 +33,13 @@ is worse. The legacy reference is the current window's legacy traffic, or -- onc
 of it is left (late steps) -- the same span before the ramp started. At 0 % (a ramp resumed
 after rolling back its first step) there is no composite traffic to count: the guards are
 the alarms and the evaluation errors.
+
+A plan with ``min_consistency`` (``ramp start --min-consistency P``) also reads the receivers'
+four shadow-read counters (:data:`~ai_agent_handler.receiver.SHADOW_METRICS`) and judges
+their consistency (:func:`.shadow.consistency`: of the sampled reads that found the item under
+both keys, the share whose copies agree): below ``P`` is a breach; fewer than
+``min_shadow_reads`` compared reads cannot judge (hold). Without composite traffic (0 %) it
+is not applied; a plan without it reads the same counters as before.
 """
 
 from __future__ import annotations
@@ -45,7 +53,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from ..exceptions import RampError
+from ..receiver import SHADOW_METRICS
 from . import edits, times
+from .shadow import ShadowCounts, check_min_consistency, percent_text
 from .times import Window
 
 #: The library's counters a tick reads for the phase (sums per key scheme).
@@ -108,6 +118,34 @@ class Plan:
     min_decisions: int = 100
     tolerance: float = 0.25
     namespace: str = "ai_agent_handler"
+    #: The consistency guard: the percentage of compared shadow reads whose copies agree
+    #: must not fall below this (above 0, at most 100); None: no such guard.
+    min_consistency: float | None = None
+    #: The compared shadow reads (``ShadowSame + ShadowDifferent``) the consistency guard
+    #: needs before it can judge.
+    min_shadow_reads: int = 100
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        """The counters a tick reads for this plan: :data:`COUNTERS`, and the shadow-read
+        counters when it has the consistency guard."""
+        if self.min_consistency is None:
+            return COUNTERS
+        return (*COUNTERS, *SHADOW_METRICS)
+
+    def guard_words(self) -> str:
+        """``"min consistency 99.9 % over 100 shadow reads"``; empty without the guard."""
+        if self.min_consistency is None:
+            return ""
+        return (
+            f"min consistency {_figure(self.min_consistency)} % "
+            f"over {self.min_shadow_reads} shadow reads"
+        )
+
+
+def _figure(value: float) -> str:
+    """A percentage as given (``99.9``, ``100``): no rounding to a neighbour."""
+    return f"{value:.12g}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +209,11 @@ class RampState:
                     min_decisions=_int(plan["min_decisions"], "plan.min_decisions", 0, 10**12),
                     tolerance=_number(plan["tolerance"], "plan.tolerance", 0, 1000),
                     namespace=_text(plan["namespace"], "plan.namespace"),
+                    # Absent from states written before the consistency guard: none.
+                    min_consistency=_min_consistency(plan.get("min_consistency")),
+                    min_shadow_reads=_int(
+                        plan.get("min_shadow_reads", 100), "plan.min_shadow_reads", 1, 10**12
+                    ),
                 ),
                 status=_choice(data["status"], "status", get_args(Status)),
                 step=_int(data["step"], "step", -1, len(steps) - 1),
@@ -215,6 +258,15 @@ def _number(value: object, name: str, low: float, high: float) -> float:
     if not (math.isfinite(value) and low <= value <= high):
         raise RampError(f"{name} must be from {low:g} to {high:g}, not {value!r}")
     return float(value)
+
+
+def _min_consistency(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return check_min_consistency(value, "plan.min_consistency")
+    except ValueError as err:
+        raise RampError(str(err)) from None
 
 
 def _text(value: object, name: str) -> str:
@@ -353,13 +405,40 @@ def judge(evidence: Evidence, plan: Plan, *, composite: bool = True) -> Verdict:
                 f"{metric} per decision: composite {ratio:.4g} > legacy {legacy:.4g}{where}"
                 f" (tolerance {plan.tolerance:g})"
             )
+    notes: list[str] = []
+    if composite and plan.min_consistency is not None:
+        health, said = _consistency(counters, plan.min_consistency, plan.min_shadow_reads)
+        if health == "breach":
+            breaches.append(said)
+        elif health == "hold":
+            holds.append(said)
+        else:
+            notes.append(said)
     if breaches:
         return Verdict("breach", tuple(breaches))
     if holds:
         return Verdict("hold", tuple(holds))
     if not composite:
         return Verdict("healthy", ("at 0 %: alarms OK, no flag evaluation errors",))
-    return Verdict("healthy", (f"{decisions:g} composite decision(s), guards OK",))
+    return Verdict("healthy", (f"{decisions:g} composite decision(s), guards OK", *notes))
+
+
+def _consistency(
+    counters: Mapping[str, Mapping[str, float]], minimum: float, needed: int
+) -> tuple[Health, str]:
+    """The consistency guard on the window's shadow-read counters: ``hold`` with fewer than
+    ``needed`` compared reads, ``breach`` below ``minimum`` percent, else ``healthy``."""
+    shadow = ShadowCounts.of(counters)
+    needed = max(needed, 1)
+    if shadow.compared < needed:
+        return "hold", f"too few shadow reads: {shadow.compared:g} compared, {needed} needed"
+    figure = shadow.consistency
+    assert figure is not None  # at least one compared read
+    said = f"shadow read consistency {percent_text(figure, (minimum,))} %"
+    counts = f"{shadow.same:g} same, {shadow.different:g} different of {shadow.compared:g} compared"
+    if figure < minimum:
+        return "breach", f"{said} < {_figure(minimum)} %: {counts}"
+    return "healthy", f"{said} >= {_figure(minimum)} % ({counts})"
 
 
 def _legacy_reference(

@@ -56,6 +56,7 @@ from .ramp import (
     step_label,
     view_of,
 )
+from .shadow import check_min_consistency
 from .store import FlagStore, Snapshot
 from .times import Window
 
@@ -187,7 +188,8 @@ class Ramp:
 
     def evidence(self, state: RampState, flag: FlagView, now: datetime.datetime) -> Evidence:
         """The guards' evidence for the current step: alarms and counters since its write
-        (and before the ramp, when too little legacy traffic is left to compare with)."""
+        (and before the ramp, when too little legacy traffic is left to compare with). The
+        shadow-read counters are read only for a plan with the consistency guard."""
         plan = state.plan
         end = now.replace(microsecond=0) + datetime.timedelta(seconds=1) + WINDOW_SLACK
         window = Window(flag.modified, max(end, flag.modified + datetime.timedelta(seconds=1)))
@@ -197,23 +199,28 @@ class Ramp:
         except MetricsError as err:
             return Evidence(window, error=str(err))
         try:
-            counters = self._sums(plan, window, now, deadline)
+            counters = self._sums(plan, plan.counters, window, now, deadline)
             baseline = baseline_window = None
             if counters["KeyDecisions"].get("legacy", 0.0) < max(plan.min_decisions, 1):
                 span = datetime.timedelta(seconds=max(plan.bake, 3600.0))
                 baseline_window = Window(state.started - span, state.started)
-                baseline = self._sums(plan, baseline_window, now, deadline)
+                baseline = self._sums(plan, COUNTERS, baseline_window, now, deadline)
         except MetricsError as err:  # the alarms were read: one in ALARM still counts
             return Evidence(window, alarms, error=str(err))
         return Evidence(window, alarms, counters, baseline, baseline_window)
 
     def _sums(
-        self, plan: Plan, window: Window, now: datetime.datetime, deadline: float
+        self,
+        plan: Plan,
+        metrics: tuple[str, ...],
+        window: Window,
+        now: datetime.datetime,
+        deadline: float,
     ) -> dict[str, dict[str, float]]:
         return cloudwatch.counter_sums(
             self.cloudwatch,
             phase=plan.phase,
-            metrics=COUNTERS,
+            metrics=metrics,
             window=window,
             namespace=plan.namespace,
             now=now,
@@ -234,8 +241,21 @@ class Ramp:
         phase: str | None = None,
         reason: str | None = None,
         dry_run: bool = False,
+        min_consistency: float | None = None,
+        min_shadow_reads: int = 100,
     ) -> Outcome:
-        """Start a ramp: check the file and the alarms, write the first step."""
+        """Start a ramp: check the file and the alarms, write the first step.
+        ``min_consistency`` (a percentage) adds the consistency guard on shadow reads,
+        judged once ``min_shadow_reads`` compared reads were counted."""
+        if min_consistency is not None:
+            try:
+                min_consistency = check_min_consistency(min_consistency, "min_consistency")
+            except ValueError as err:
+                raise RampError(str(err)) from None
+        if not isinstance(min_shadow_reads, int) or isinstance(min_shadow_reads, bool):
+            raise RampError(f"min_shadow_reads must be a whole number, not {min_shadow_reads!r}")
+        if min_shadow_reads < 1:
+            raise RampError(f"min_shadow_reads must be 1 or more, not {min_shadow_reads}")
         current = self.read()
         old, view = current.state, current.flag
         source = self.store.source
@@ -262,7 +282,17 @@ class Ramp:
                 f"cannot tell the phase of {source} (its metrics dimension)",
                 options={"phase": "NAME"},
             )
-        plan = Plan(phase, remaining, bake, alarms, min_decisions, tolerance, namespace)
+        plan = Plan(
+            phase,
+            remaining,
+            bake,
+            alarms,
+            min_decisions,
+            tolerance,
+            namespace,
+            min_consistency,
+            min_shadow_reads,
+        )
         states = cloudwatch.alarm_states(self.cloudwatch, alarms) if alarms else {}
         missing = [name for name, value in states.items() if value is None]
         if missing:

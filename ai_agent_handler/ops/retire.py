@@ -1,20 +1,23 @@
-"""Whether the partition-key flag can be removed: the plan's phase 4 as four checks.
+"""Whether the partition-key flag can be removed: the plan's phase 4 as five checks.
 
 The plan ends with "remove fallback logic after all systems migrated". Before the release that
-removes the flag (``rollout.md`` section 7), four questions, one check each:
+removes the flag (``rollout.md`` section 7), five questions, one check each:
 
-=============  ===============================================================================
-check          passes when
-=============  ===============================================================================
-``files``      the shipped file and the live file of every phase give every endpoint the
-               composite key
-``quiet``      no live file changed in the last N days (its modification time, and the
-               newest audit record)
-``decisions``  in N days every phase's handlers reported decisions, none of them legacy, and
-               no flag evaluation error (CloudWatch)
-``receivers``  in N days the receivers of every phase reported reads, and no read found its
-               item only under the legacy key (CloudWatch)
-=============  ===============================================================================
+===============  =============================================================================
+check            passes when
+===============  =============================================================================
+``files``        the shipped file and the live file of every phase give every endpoint the
+                 composite key
+``quiet``        no live file changed in the last N days (its modification time, and the
+                 newest audit record)
+``decisions``    in N days every phase's handlers reported decisions, none of them legacy, and
+                 no flag evaluation error (CloudWatch)
+``receivers``    in N days the receivers of every phase reported reads, and no read found its
+                 item only under the legacy key (CloudWatch)
+``consistency``  in N days the receivers of every phase sampled shadow reads, none of them
+                 found its item only under the legacy key, and the copies under both keys
+                 agreed often enough (:func:`.shadow.consistency`; CloudWatch)
+===============  =============================================================================
 
 A check's result is ``pass``, ``fail``, ``unknown`` (the evidence cannot tell: counted as
 not ready) or ``error`` (a read failed). The flag can go when every check is ``pass``
@@ -38,15 +41,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..metrics import METRICS_NAMESPACE
-from ..receiver import LEGACY_FALLBACK_HITS, LEGACY_FALLBACK_READS, RECEIVER_READS
+from ..receiver import LEGACY_FALLBACK_HITS, LEGACY_FALLBACK_READS, RECEIVER_READS, SHADOW_METRICS
 from ..settings import FLAG_KEY, PHASES
 from . import times
+from .backfill import Backfilled
+from .shadow import DEFAULT_MIN_CONSISTENCY, ShadowCounts, percent_text
 from .times import Window
 
 Result = Literal["pass", "fail", "unknown", "error"]
 
 #: The checks, in the order they are reported.
-CHECKS = ("files", "quiet", "decisions", "receivers")
+CHECKS = ("files", "quiet", "decisions", "receivers", "consistency")
 
 #: CloudWatch keeps metrics for 15 months: a longer window would claim evidence it has not.
 MAX_DAYS = 455
@@ -355,34 +360,166 @@ def judge_decisions(
     )
 
 
+@dataclass(frozen=True)
+class Backfills:
+    """What ``backfill verify`` recorded beside a phase's live file (``<live>.backfill``):
+    one record per table, or why they could not be read."""
+
+    source: str
+    records: tuple[Backfilled, ...] = ()
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "tables": [record.summary() for record in self.records],
+            "complete": all(r.complete and r.whole for r in self.records),
+            "error": self.error,
+        }
+
+
+def _backfill_note(backfills: Backfills | None, failing: bool) -> str:
+    """What the phase's backfill records add to its receivers line."""
+    if backfills is None:
+        return ""
+    if backfills.error is not None:
+        return f"; backfill records unreadable: {backfills.error}"
+    if backfills.records:
+        return "; backfilled: " + "; ".join(record.summary() for record in backfills.records)
+    if failing:
+        return (
+            f"; no backfill is recorded beside {backfills.source}: copy the legacy items "
+            "(ai-agent-rollout backfill, then backfill verify)"
+        )
+    return ""
+
+
 def judge_receivers(
     counters: Mapping[str, Counters],
     *,
     days: int,
     window: Window,
     namespace: str = METRICS_NAMESPACE,
+    backfills: Mapping[str, Backfills] | None = None,
 ) -> Check:
-    """Every phase's receivers read, and no read found its item only under the legacy key."""
+    """Every phase's receivers read, and no read found its item only under the legacy key.
+
+    ``backfills[phase]``: the backfills verified beside the phase's live file, named in the
+    phase's line (a table backfilled and verified complete, yet fallback hits: items written
+    under the legacy key since, or a table not backfilled)."""
+    backfills = backfills or {}
 
     def judge(phase: str, found: Counters) -> tuple[Result, str]:
         reads, hits = found.total(RECEIVER_READS), found.total(LEGACY_FALLBACK_HITS)
+        note = _backfill_note(backfills.get(phase), failing=bool(hits))
         if hits:
-            return "fail", f"{_count(hits)} read(s) found their item only under the legacy key"
+            done = backfills.get(phase)
+            if done is not None and done.records and all(r.complete for r in done.records):
+                return "fail", (
+                    f"fallback hits {_count(hits)} although backfilled (items written under "
+                    f"the legacy key since, or a table not backfilled){note}"
+                )
+            return "fail", (
+                f"{_count(hits)} read(s) found their item only under the legacy key{note}"
+            )
         if not reads and phase != NO_PHASE:
             return "unknown", (
                 f"no receiver reports reads ({RECEIVER_READS} is 0 in {days} days): do the "
                 "receivers count them, and reach CloudWatch?"
             )
-        return "pass", f"{_count(reads)} read(s)"
+        return "pass", f"{_count(reads)} read(s){note}"
 
     missed = sum(found.total(LEGACY_FALLBACK_READS) for found in counters.values())
     also = f"; {_count(missed)} fallback read(s) found nothing under either key (new items)"
+    recorded = [
+        f"{phase}: {record.summary()}"
+        for phase, done in backfills.items()
+        for record in done.records
+    ]
     passed = (
         f"no read needed the legacy key in {days} days; reads: "
         f"{_per_phase(counters, RECEIVER_READS)}{also if missed else ''}"
+        + (f"; backfilled: {'; '.join(recorded)}" if recorded else "")
+    )
+    check = _judge_counters(
+        "receivers", counters, RECEIVER_METRICS, judge, passed, window, namespace
+    )
+    for phase, done in backfills.items():
+        if phase in check.evidence["phases"]:
+            check.evidence["phases"][phase]["backfilled"] = done.to_json()
+    return check
+
+
+def judge_consistency(
+    counters: Mapping[str, Counters],
+    *,
+    days: int,
+    window: Window,
+    namespace: str = METRICS_NAMESPACE,
+    min_consistency: float = DEFAULT_MIN_CONSISTENCY,
+) -> Check:
+    """Every phase's receivers sampled shadow reads, none found its item only under the
+    legacy key (backfill owed), and their consistency is at least ``min_consistency`` %.
+
+    Receivers without a phase (``none``) block only on what they report.
+    """
+    limit = f"{min_consistency:.12g}"
+
+    def judge(phase: str, found: Counters) -> tuple[Result, str]:
+        shadow = ShadowCounts.of(found.sums)
+        figure = shadow.consistency
+        problems = []
+        if shadow.legacy_only:
+            problems.append(
+                f"{_count(shadow.legacy_only)} sampled read(s) found the item only under the "
+                "legacy key: backfill owed"
+            )
+        if figure is not None and figure < min_consistency:
+            problems.append(
+                f"consistency {percent_text(figure, (min_consistency,))} % is below {limit} %: "
+                f"{_count(shadow.same)} same, {_count(shadow.different)} different of "
+                f"{_count(shadow.compared)} compared"
+            )
+        if problems:
+            return "fail", "; ".join(problems)
+        if not shadow.sampled:
+            if phase == NO_PHASE:
+                return "pass", "no shadow reads"
+            return "unknown", (
+                f"no shadow reads in {days} days: do the receivers sample with read_with_shadow?"
+            )
+        return "pass", _consistency_words(shadow, min_consistency)
+
+    shown = ", ".join(
+        f"{phase} {_consistency_words(ShadowCounts.of(found.sums), min_consistency)}"
+        for phase, found in counters.items()
+        if phase != NO_PHASE
+    )
+    passed = (
+        f"no backfill owed and consistency at least {limit} % in {days} days; shadow reads: {shown}"
     )
     return _judge_counters(
-        "receivers", counters, RECEIVER_METRICS, judge, passed, window, namespace
+        "consistency",
+        counters,
+        SHADOW_METRICS,
+        judge,
+        passed,
+        window,
+        namespace,
+        figures=lambda found: {"consistency": ShadowCounts.of(found.sums).consistency},
+        more={"min_consistency": min_consistency},
+    )
+
+
+def _consistency_words(shadow: ShadowCounts, minimum: float) -> str:
+    """``"99.95 % of 2000 compared (2100 sampled)"``, or that none was compared."""
+    figure = shadow.consistency
+    sampled = _count(shadow.sampled)
+    if figure is None:
+        return f"{sampled} sampled, none found the item under both keys (consistency undefined)"
+    return (
+        f"{percent_text(figure, (minimum,))} % of {_count(shadow.compared)} compared "
+        f"({sampled} sampled)"
     )
 
 
@@ -403,17 +540,22 @@ def _judge_counters(
     passed: str,
     window: Window,
     namespace: str,
+    *,
+    figures: Callable[[Counters], Mapping[str, Any]] | None = None,
+    more: Mapping[str, Any] | None = None,
 ) -> Check:
     """A check of counters: each phase judged (an unread phase is an error), ``passed``
-    when all pass, else the phases that did not."""
+    when all pass, else the phases that did not. ``figures`` adds what a read phase's
+    evidence shows besides its counters; ``more``, what the check's evidence shows."""
     phases: dict[str, Any] = {}
     for phase, found in counters.items():
         result, detail = ("error", found.error) if found.error is not None else judge(phase, found)
-        phases[phase] = {**found.of(metrics), "result": result, "detail": detail}
+        shown = {} if figures is None or found.error is not None else figures(found)
+        phases[phase] = {**found.of(metrics), **shown, "result": result, "detail": detail}
     result = _worst(entry["result"] for entry in phases.values())
     detail = passed if result == "pass" else _problems(phases)
     evidence = {"namespace": namespace, "window": times.as_json(window), "phases": phases}
-    return Check(name, result, detail, evidence)
+    return Check(name, result, detail, {**evidence, **(more or {})})
 
 
 def _problems(phases: Mapping[str, Mapping[str, Any]]) -> str:

@@ -18,24 +18,30 @@ from typing import TYPE_CHECKING
 from .. import _aws
 from ..exceptions import (
     AIAgentHandlerError,
+    BackfillError,
     MetricsError,
 )
 from ..metrics import METRICS_NAMESPACE
+from ..receiver import SHADOW_METRICS
 from ..settings import PHASES
 from . import audit, cloudwatch, times
+from .backfill_io import backfill_root, read_backfilled
 from .retire import (
     DECISION_METRICS,
     NO_PHASE,
     RECEIVER_METRICS,
+    Backfills,
     Counters,
     FileReading,
     LastChange,
     Report,
+    judge_consistency,
     judge_decisions,
     judge_files,
     judge_quiet,
     judge_receivers,
 )
+from .shadow import DEFAULT_MIN_CONSISTENCY
 from .status_io import read_status
 from .times import Window
 
@@ -132,6 +138,16 @@ def _s3_last_change(source: str, client: S3Client | None) -> LastChange:
     return LastChange(source, modified, audited)
 
 
+def read_backfills(source: str, *, s3_client: S3Client | None = None) -> Backfills:
+    """The backfills verified beside the live file at ``source`` (``<source>.backfill``,
+    where ``ai-agent-rollout --file <source> backfill`` keeps them)."""
+    root = backfill_root(source)
+    try:
+        return Backfills(root, tuple(read_backfilled(root, s3_client=s3_client)))
+    except BackfillError as err:
+        return Backfills(root, error=str(err))
+
+
 def read_counters(
     client: CloudWatchClient | None,
     *,
@@ -140,13 +156,13 @@ def read_counters(
     phases: Sequence[str] = (*PHASES, NO_PHASE),
     now: datetime.datetime | None = None,
 ) -> dict[str, Counters]:
-    """The decision and receiver counters of each phase over ``window``.
+    """The decision, receiver and shadow-read counters of each phase over ``window``.
 
     ``client`` None: boto3's own (:func:`ai_agent_handler._aws.cloudwatch_client`).
     CloudWatch failing for one phase fails for the rest the same way (and each failure costs
     botocore's retries), so the first error stands for every phase not read yet.
     """
-    metrics = (*DECISION_METRICS, *RECEIVER_METRICS)
+    metrics = (*DECISION_METRICS, *RECEIVER_METRICS, *SHADOW_METRICS)
     found: dict[str, Counters] = {}
     try:
         reader = client or _aws.cloudwatch_client()
@@ -181,6 +197,7 @@ def retire_check(
     cloudwatch_client: CloudWatchClient | None = None,
     s3_client: S3Client | None = None,
     now: datetime.datetime | None = None,
+    min_consistency: float = DEFAULT_MIN_CONSISTENCY,
 ) -> Report:
     """Run every check over the ``days`` before ``now`` (default: the current time).
 
@@ -188,6 +205,7 @@ def retire_check(
     none); a phase left out was not named. ``shipped(phase)`` is the path of the phase's
     shipped file; it may raise :class:`~ai_agent_handler.StoreError` or ``OSError``.
     Clients not given are built on first use (boto3's own configuration).
+    ``min_consistency`` is the lowest consistency of shadow reads (percent) that passes.
     """
     now = times.utc(now or times.utcnow())
     if s3_client is None and any(s and _aws.is_s3_uri(s) for s in live.values()):
@@ -197,12 +215,14 @@ def retire_check(
     shipped_files = {phase: _shipped_reading(shipped, phase) for phase in PHASES}
     live_files: dict[str, FileReading | None] = {}
     changes: dict[str, LastChange | None] = {}
+    backfills: dict[str, Backfills] = {}
     for phase, source in live.items():
         if source is None:
             live_files[phase] = changes[phase] = None
             continue
         live_files[phase] = read_flag_file(source, s3_client=s3_client)
         changes[phase] = read_last_change(source, s3_client=s3_client, audit_log=audit_log)
+        backfills[phase] = read_backfills(source, s3_client=s3_client)
 
     window = Window(now - datetime.timedelta(days=days), now)
     counters = read_counters(cloudwatch_client, window=window, namespace=namespace, now=now)
@@ -212,7 +232,16 @@ def retire_check(
             judge_files(shipped_files, live_files),
             judge_quiet(changes, days=days, now=now),
             judge_decisions(counters, days=days, window=window, namespace=namespace),
-            judge_receivers(counters, days=days, window=window, namespace=namespace),
+            judge_receivers(
+                counters, days=days, window=window, namespace=namespace, backfills=backfills
+            ),
+            judge_consistency(
+                counters,
+                days=days,
+                window=window,
+                namespace=namespace,
+                min_consistency=min_consistency,
+            ),
         ),
     )
 

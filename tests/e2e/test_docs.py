@@ -160,7 +160,7 @@ def test_the_runbook_names_the_receiver_helpers_as_they_are() -> None:
     assert "`ai_agent_handler.receiver`" in RECEIVER
     # `name(arg, ...)`: the helper exists and takes those arguments first, in that order.
     calls = re.findall(r"`(\w+)\(([\w, ]*)\)`", RECEIVER)
-    assert {name for name, _ in calls} == {"route", "read_with_fallback"}
+    assert {name for name, _ in calls} == {"route", "read_with_fallback", "read_with_shadow"}
     for name, arguments in calls:
         parameters = list(inspect.signature(getattr(receiver, name)).parameters)
         named = [a.strip() for a in arguments.split(",")]

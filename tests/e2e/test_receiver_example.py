@@ -3,20 +3,32 @@
 The handler's requests are taken as they left boto3 (Lambda ``Invoke`` payloads, SQS
 messages read back from a FIFO queue and shaped as Lambda delivers them) and given to the
 example's ``handler``; its table is DynamoDB and its WebSocket API the API Gateway
-management API, both moto. The receiver's EMF lines are read from stdout.
+management API, both moto. The receiver's EMF lines are read from stdout, the keys it read
+from the table's ``GetItem`` requests.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
 from ai_agent_handler.pytest_plugin import PartitionKeyFlag
-from ai_agent_handler.receiver import InvalidRoutingKey
+from ai_agent_handler.receiver import (
+    SHADOW_COMPOSITE_ONLY,
+    SHADOW_DIFFERENT,
+    SHADOW_LEGACY_ONLY,
+    SHADOW_METRICS,
+    SHADOW_READ_ERRORS,
+    SHADOW_SAME,
+    InvalidRoutingKey,
+)
 from examples import agent_task_receiver as example
 from tests.support import REGION
 from tests.support.aws import LambdaCapture, create_task_table, drain
@@ -44,10 +56,22 @@ class Receiver:
             "before-call.apigatewaymanagementapi.PostToConnection", self._record
         )
         self.functions = example.TaskFunctions(self.table, connections)
+        self.got: list[str] = []  # the partition key of every GetItem, in order
+        self.table.meta.client.meta.events.register(
+            "before-call.dynamodb.GetItem", self._record_get
+        )
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:
         connection_id = params["url_path"].rsplit("/", 1)[1]
         self.posted.append((connection_id, json.loads(params["body"])))
+
+    def _record_get(self, params: dict[str, Any], **_: Any) -> None:
+        self.got.append(json.loads(params["body"])["Key"]["pk"]["S"])
+
+    def read_keys(self) -> list[str]:
+        """The partition keys read since the last call."""
+        keys, self.got = self.got, []
+        return keys
 
     def keys(self) -> list[tuple[str, str]]:
         return sorted((item["pk"], item["sk"]) for item in self.table.scan()["Items"])
@@ -66,6 +90,22 @@ def receiver(
     monkeypatch.setenv("AI_AGENT_HANDLER_METRICS", "emf")
     monkeypatch.setenv("ROLLOUT_PHASE", "staging")
     built = Receiver(capsys)
+    monkeypatch.setattr(example, "_functions", built.functions)
+    yield built
+
+
+@pytest.fixture
+def shadowing(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Receiver]:
+    """The example's function started with ``SHADOW_SAMPLE=1``: every composite read shadowed."""
+    monkeypatch.setenv("AI_AGENT_HANDLER_METRICS", "emf")
+    monkeypatch.setenv("ROLLOUT_PHASE", "staging")
+    monkeypatch.setenv("SHADOW_SAMPLE", "1")
+    # What the module does when Lambda loads it, with this environment.
+    monkeypatch.setattr(example, "SHADOW_SAMPLE", example.shadow_sample_from_environment())
+    built = Receiver(capsys)
+    assert built.functions.shadow_sample == 1.0
     monkeypatch.setattr(example, "_functions", built.functions)
     yield built
 
@@ -217,6 +257,131 @@ def test_sqs_records_are_received_in_order(
         ("composite", 1, 1, 1, True),
         ("composite", 1, 1, 1, True),
     ]
+
+
+# -- shadow reads (SHADOW_SAMPLE=1) ----------------------------------------------------------
+def _shadow(doc: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(key_scheme, the ``shadow`` property, the one shadow counter at 1), checking that a
+    shadowed line carries all five shadow counters and an unshadowed one none."""
+    counters = [*SHADOW_METRICS, SHADOW_READ_ERRORS]
+    present = [name for name in counters if name in doc]
+    assert present in ([], counters), doc
+    ones = [name for name in present if doc[name] == 1]
+    assert len(ones) <= 1 and all(doc[name] in (0, 1) for name in present), doc
+    return doc["key_scheme"], doc.get("shadow"), ones[0] if ones else None
+
+
+def test_a_run_written_under_both_keys_is_compared(
+    shadowing: Receiver,
+    partition_key_flag: PartitionKeyFlag,
+    make_handler: Any,
+    sent: LambdaCapture,
+) -> None:
+    partition_key_flag.legacy()
+    make_handler().invoke_async_funct("insert_update_run", status="in_progress")
+    deliver(sent)
+    assert [_shadow(doc) for doc in shadowing.reads()] == [("legacy", None, None)]  # one key
+    assert shadowing.read_keys() == [LEGACY]
+
+    partition_key_flag.composite()
+    handler = make_handler()
+    handler.invoke_async_funct("insert_update_run", status="in_progress")  # copies it over
+    handler.invoke_async_funct("get_run")
+    handler.invoke_async_funct("insert_update_run", status="completed")  # only this copy
+    handler.invoke_async_funct("get_run")
+    _, _, _, found = deliver(sent)
+
+    assert found["data"]["status"] == "completed"
+    assert found["data"]["pk"] == COMPOSITE
+    assert [_shadow(doc) for doc in shadowing.reads()] == [
+        ("composite", "LegacyOnly", SHADOW_LEGACY_ONLY),  # the fallback found it: backfill owed
+        ("composite", "Same", SHADOW_SAME),  # both keys, equal but for pk
+        ("composite", "Same", SHADOW_SAME),  # insert_update_run reads before it writes
+        ("composite", "Different", SHADOW_DIFFERENT),  # the legacy copy is still in_progress
+    ]
+    # The fallback read did the shadow's work on the first call; one extra read afterwards.
+    assert shadowing.read_keys() == [COMPOSITE, LEGACY] * 4
+    assert shadowing.keys() == [(LEGACY, "run#run-1"), (COMPOSITE, "run#run-1")]
+
+
+def test_a_connection_registered_under_the_legacy_key_only(
+    shadowing: Receiver, make_handler: Any, sent: LambdaCapture
+) -> None:
+    shadowing.table.put_item(Item={"pk": LEGACY, "sk": "connection#conn-1"})
+    make_handler().send_data_to_stream(index=0, chunk_delta="Hello")
+
+    assert deliver(sent) == [{"data": True}]  # the chunk still reaches the connection
+    (doc,) = shadowing.reads()
+    assert _shadow(doc) == ("composite", "LegacyOnly", SHADOW_LEGACY_ONLY)
+    assert (doc["LegacyFallbackReads"], doc["LegacyFallbackHits"]) == (1, 1)
+    assert shadowing.read_keys() == [COMPOSITE, LEGACY]  # no read beyond the fallback's
+
+
+def test_a_run_written_under_the_composite_key_only(
+    shadowing: Receiver, make_handler: Any, sent: LambdaCapture
+) -> None:
+    handler = make_handler()
+    handler.invoke_async_funct("insert_update_run", status="in_progress")
+    handler.invoke_async_funct("get_run")
+    _, found = deliver(sent)
+
+    assert found["data"]["pk"] == COMPOSITE
+    assert [_shadow(doc) for doc in shadowing.reads()] == [
+        ("composite", "Neither", None),  # a new run: under neither key, no outcome
+        ("composite", "CompositeOnly", SHADOW_COMPOSITE_ONLY),
+    ]
+    assert shadowing.read_keys() == [COMPOSITE, LEGACY, COMPOSITE, LEGACY]
+
+
+def test_no_shadow_read_when_the_sample_is_0(
+    receiver: Receiver, make_handler: Any, sent: LambdaCapture
+) -> None:
+    receiver.functions.shadow_sample = 0.0
+    receiver.table.put_item(Item={"pk": COMPOSITE, "sk": "connection#conn-1"})
+    receiver.table.put_item(Item={"pk": LEGACY, "sk": "connection#conn-1"})
+    make_handler().send_data_to_stream(index=0, chunk_delta="Hello")
+
+    assert deliver(sent) == [{"data": True}]
+    assert [_shadow(doc) for doc in receiver.reads()] == [("composite", None, None)]
+    assert receiver.read_keys() == [COMPOSITE]
+
+
+EXAMPLE = Path(example.__file__ or "")
+
+
+def _started(monkeypatch: pytest.MonkeyPatch, value: str | None) -> ModuleType:
+    """The example module loaded afresh, as Lambda's init does, with ``SHADOW_SAMPLE``."""
+    if value is None:
+        monkeypatch.delenv("SHADOW_SAMPLE", raising=False)
+    else:
+        monkeypatch.setenv("SHADOW_SAMPLE", value)
+    spec = importlib.util.spec_from_file_location("agent_task_started", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("value", "sample"),
+    [(None, 0.01), ("", 0.01), ("1", 1.0), ("0", 0.0), (" 0.25 ", 0.25), ("1e-3", 0.001)],
+)
+def test_the_sample_is_read_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, sample: float
+) -> None:
+    module = _started(monkeypatch, value)
+    started: float = module.SHADOW_SAMPLE
+    assert started == sample
+    assert module.TaskFunctions(table=None, connections=None).shadow_sample == sample
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-0.1", "nan", "inf", "1%", "0,5"])
+def test_an_invalid_sample_fails_the_start_up(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        _started(monkeypatch, value)
+    message = str(caught.value)
+    assert message.startswith("SHADOW_SAMPLE must be a number from 0")
+    assert repr(value) in message
 
 
 INVALID = [

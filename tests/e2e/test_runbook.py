@@ -30,7 +30,8 @@ import pytest
 from ai_agent_handler import PartitionKeyError
 from ai_agent_handler.ops import edits as fe
 from ai_agent_handler.ops import retire, times
-from tests.support import BUCKET, REGION, REPO
+from ai_agent_handler.ops.backfill_io import read_backfilled
+from tests.support import BUCKET, REGION, REPO, tables
 from tests.support.cli import Runner, copy_phase_files
 
 LIVE = {
@@ -40,13 +41,53 @@ LIVE = {
 }
 
 
+#: ``cat > FILE <<'TAG'`` then the file's lines, then ``TAG``: one "line" of
+#: :func:`runbook_commands`, the file's text after the first newline.
+HEREDOC = re.compile(r"cat > (\S+) <<'(\w+)'\n(.*)", flags=re.S)
+
+
 def runbook_commands() -> list[str]:
-    """The shell lines of rollout.md's bash blocks, joined at backslashes."""
+    """The shell lines of rollout.md's bash blocks, joined at backslashes; a here-document
+    (``cat > FILE <<'TAG'`` ... ``TAG``) is one line with its text."""
     text = (REPO / "rollout.md").read_text()
     lines: list[str] = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        lines += [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+        pending = iter(block.replace("\\\n", " ").splitlines())
+        for line in pending:
+            opened = re.fullmatch(r"cat > \S+ <<'(\w+)'", line.strip())
+            if opened:
+                body = []
+                for inner in pending:
+                    if inner.strip() == opened.group(1):
+                        break
+                    body.append(inner + "\n")
+                line = line.strip() + "\n" + "".join(body)
+            if line.strip():
+                lines.append(line)
     return lines
+
+
+def receivers_table() -> None:
+    """The example receiver's table as the worked example of the backfill finds it: runs of
+    two endpoints under their legacy keys (partition key ``pk``)."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    tables.create_receiver(client, "agent-tasks")
+    runs = [
+        {"pk": {"S": endpoint}, "sk": {"S": f"run#{n}"}, "status": {"S": "done"}}
+        for endpoint in ("aws-prod-us-east-1", "aws-prod-eu-west-1")
+        for n in range(3)
+    ]
+    tables.put_all(client, "agent-tasks", runs)
+
+
+def receivers_items(backfill_root: str) -> dict[str, int]:
+    """The composite keys of the receiver's table and their items; the backfill recorded as
+    verified beside the live file."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    keys = [item["pk"]["S"] for item in tables.scan_all(client, "agent-tasks")]
+    (record,) = read_backfilled(backfill_root)
+    assert record.complete and record.whole and record.items == 6
+    return {key: keys.count(key) for key in keys if "#" in key}
 
 
 def live_state(client: Any, uri: str) -> fe.RolloutState:
@@ -76,8 +117,9 @@ class Clock:
 
 
 def fleets_report_a_migrated_day(cloudwatch: Any, at: datetime.datetime) -> None:
-    """A day of every phase's fleet after the migration: composite decisions only, and
-    receivers reading without a legacy hit."""
+    """A day of every phase's fleet after the migration: composite decisions only,
+    receivers reading without a legacy hit, and their sampled shadow reads finding the same
+    copy under both keys."""
     cloudwatch.put_metric_data(
         Namespace="ai_agent_handler",
         MetricData=[
@@ -92,7 +134,7 @@ def fleets_report_a_migrated_day(cloudwatch: Any, at: datetime.datetime) -> None
                 "Timestamp": at,
             }
             for phase in ("dev", "staging", "production")
-            for metric in ("KeyDecisions", "ReceiverReads")
+            for metric in ("KeyDecisions", "ReceiverReads", "ShadowSame")
         ],
     )
 
@@ -221,7 +263,13 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
     monkeypatch.setattr(times, "utcnow", clock)
     ticks: list[str] = []
     ran: list[str] = []
+    receivers_table()
     for line in runbook_commands():
+        heredoc = HEREDOC.fullmatch(line)
+        if heredoc:
+            (tmp_path / heredoc.group(1)).write_text(heredoc.group(3))
+            ran.append("cat")
+            continue
         capture = re.match(r"([A-Z]+)=\$\((.*)\)\s*$", line)
         text = capture.group(2) if capture else line
         words = shlex.split(text, comments=True)
@@ -250,7 +298,8 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
         elif words[:2] == ["ai-agent-rollout", "retire-check"]:
             # Right after the last flag change the answer is "not yet": the files are not
             # quiet and no fleet has reported. Fifteen days later, with the fleets reporting
-            # composite decisions and receivers reading without legacy hits, it is yes.
+            # composite decisions, receivers reading without legacy hits and shadow reads
+            # agreeing, it is yes.
             result = run(*words[1:])
             assert result.code == 5, f"{line}: {result.err}"
             assert re.search(r"^FAIL\s+quiet", result.out, flags=re.M), result.out
@@ -282,6 +331,9 @@ def test_the_runbook_runs_from_phase_1_to_the_end_of_the_migration(
         ran.append(words[0] if words[0] == "aws" else words[-1])
 
     assert len(ran) >= 24
+    # The receivers' table: every legacy run also under its composite key.
+    copies = receivers_items(f"{LIVE['PROD']}.backfill")
+    assert copies == {"aws-prod-us-east-1#acme-corp": 3, "aws-prod-eu-west-1#initech": 3}
     # Production went through the guarded ramp: every step, each after its bake, then done.
     steps = [re.search(r"(advanced to|done at) step (\d)/5", out) for out in ticks]
     assert [m.group(2) for m in steps if m] == ["2", "3", "4", "5", "5"], ticks

@@ -591,3 +591,33 @@ def test_a_deeply_nested_file_is_invalid_and_rollback_repairs_it(
     assert result.code == 0, result.err
     assert run("validate", str(path)).code == 0
     assert state_of(path).kind == "legacy-everywhere"
+
+
+# -- AI_AGENT_ROLLOUT_FILE: one live file for a shell that works on one fleet -----------------
+
+
+def test_the_file_variable_stands_in_for_file_in_reads_and_changes(
+    run: Runner, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = files["production"]
+    monkeypatch.setenv("AI_AGENT_ROLLOUT_FILE", str(live))
+    status = run("status", "--json")
+    assert status.code == 0 and [row["source"] for row in status.json()["files"]] == [str(live)]
+    assert run("percent", "10", "--reason", "CHG-1").code == 0
+    assert state_of(live).percent == 10
+    # --file, --phase and a PHASE argument name their own files and win.
+    other = files["staging"]
+    assert run("--file", str(other), "percent", "20").code == 0
+    assert state_of(other).percent == 20 and state_of(live).percent == 10
+    shipped = run("status", "production", "--json").json()
+    assert [row["source"] for row in shipped["files"]] != [str(live)]
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_file_variable_is_refused(
+    run: Runner, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AI_AGENT_ROLLOUT_FILE", value)
+    result = run("percent", "10")
+    assert result.code == 2
+    assert "$AI_AGENT_ROLLOUT_FILE is set but empty" in result.err

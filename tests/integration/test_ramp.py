@@ -26,8 +26,10 @@ from ai_agent_handler.exceptions import FlagFileError, StoreError
 from ai_agent_handler.flag_file.provider import FlagFileProvider
 from ai_agent_handler.ops import edits
 from ai_agent_handler.ops.edits_io import commit
+from ai_agent_handler.ops.ramp import COUNTERS
 from ai_agent_handler.ops.ramp_io import Ramp
 from ai_agent_handler.ops.store import FlagStore, LocalFileStore, open_store
+from ai_agent_handler.receiver import SHADOW_METRICS
 from tests.support import BUCKET, FLAGS_DIR, REGION
 from tests.support.cli import Runner
 from tests.support.flags import value
@@ -999,3 +1001,188 @@ def test_abort_gets_through_when_the_file_has_custom_targeting(
     )
     assert flag_doc(flag_store)["flags"] == before
     assert ramp_meta(flag_store)["status"] == "aborted"
+
+
+# -- the consistency guard: the receivers' shadow reads -------------------------------------
+
+
+@pytest.fixture
+def guarded(flag_store: FlagStore, cw: Any, clock: Clock) -> Ramp:
+    """A ramp at 1 % with the consistency guard: 99.9 % over at least 500 compared reads."""
+    ramp = ramp_of(flag_store, cw, clock)
+    outcome = ramp.start(
+        steps=STEPS,
+        bake=3600.0,
+        alarms=(ALARM,),
+        min_decisions=20,
+        min_consistency=99.9,
+        min_shadow_reads=500,
+        reason="CHG-201",
+    )
+    assert outcome.written and outcome.state is not None
+    return ramp
+
+
+def test_a_guarded_ramp_keeps_its_guard_in_the_flag_file(
+    guarded: Ramp, flag_store: FlagStore
+) -> None:
+    plan = ramp_meta(flag_store)["plan"]
+    assert (plan["min_consistency"], plan["min_shadow_reads"]) == (99.9, 500)
+    assert audit(flag_store)[-1]["ramp"]["plan"]["min_consistency"] == 99.9
+
+
+def test_low_consistency_rolls_back_one_step_and_pauses(
+    guarded: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    at = clock.now + datetime.timedelta(minutes=1)
+    report(cw, at, KeyDecisions=(40, 400), ShadowSame=(985, 0), ShadowDifferent=(15, 0))
+    clock.advance(HOUR / 4)  # mid-bake: a breach does not wait for the bake
+    before = flag_doc(flag_store)["metadata"]["version"]
+    outcome = guarded.tick()
+    assert (outcome.action.kind, outcome.action.percent) == ("rollback", 0)
+    assert outcome.written
+    # What the flag file now says: the percentage back, the ramp paused with its reason.
+    doc = flag_doc(flag_store)
+    assert edits.read_state(doc).percent == 0
+    assert doc["metadata"]["version"] == before + 1
+    meta = ramp_meta(flag_store)
+    reason = "shadow read consistency 98.5 % < 99.9 %: 985 same, 15 different of 1000 compared"
+    assert (meta["status"], meta["step"]) == ("paused", -1)
+    assert meta["reason"] == f"guard breach: {reason}"
+    record = audit(flag_store)[-1]
+    assert record["command"] == "ramp rollback 0"
+    assert record["ramp"]["reasons"] == [reason]
+    counters = record["ramp"]["evidence"]["counters"]
+    assert counters["ShadowSame"] == {"composite": 985.0, "legacy": 0.0}
+    assert counters["ShadowDifferent"] == {"composite": 15.0, "legacy": 0.0}
+
+
+def test_consistent_shadow_reads_let_the_ramp_advance(
+    guarded: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    at = clock.now + datetime.timedelta(minutes=1)
+    report(
+        cw,
+        at,
+        KeyDecisions=(40, 400),
+        ShadowSame=(1999, 0),
+        ShadowDifferent=(1, 0),
+        ShadowLegacyOnly=(25, 0),  # backfill owed: not the ramp's guard
+        ShadowCompositeOnly=(300, 0),
+    )
+    clock.advance(HOUR)
+    outcome = guarded.tick()
+    assert (outcome.action.kind, outcome.action.percent) == ("advance", 5)
+    assert percent_of(flag_store) == 5
+    meta = ramp_meta(flag_store)
+    assert (meta["status"], meta["step"], meta["reason"]) == ("running", 1, None)
+    record = audit(flag_store)[-1]
+    assert record["command"] == "ramp advance 5"
+    assert record["ramp"]["reasons"] == [
+        "40 composite decision(s), guards OK",
+        "shadow read consistency 99.95 % >= 99.9 % (1999 same, 1 different of 2000 compared)",
+    ]
+
+
+def test_too_few_shadow_reads_hold_and_write_nothing(
+    guarded: Ramp, flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    at = clock.now + datetime.timedelta(minutes=1)
+    report(cw, at, KeyDecisions=(40, 400), ShadowSame=(400, 0), ShadowCompositeOnly=(900, 0))
+    clock.advance(HOUR * 2)
+    before = written(flag_store)
+    outcome = guarded.tick()
+    assert (outcome.action.kind, outcome.action.trigger) == ("none", "holding")
+    assert outcome.action.reasons == ("too few shadow reads: 400 compared, 500 needed",)
+    assert written(flag_store) == before
+
+
+def test_only_a_guarded_ramp_reads_the_shadow_counters(
+    flag_store: FlagStore, cw: Any, clock: Clock
+) -> None:
+    asked: list[str] = []
+    cw.meta.events.register(
+        "before-parameter-build.cloudwatch.GetMetricStatistics",
+        lambda params, **_: asked.append(params["MetricName"]),
+    )
+
+    def one_tick(**guard: Any) -> tuple[list[str], int]:
+        ramp = ramp_of(flag_store, cw, clock)
+        ramp.start(steps=STEPS, bake=3600.0, min_decisions=20, **guard)
+        healthy(cw, clock)  # enough legacy traffic: no baseline read
+        clock.advance(HOUR / 2)
+        asked.clear()
+        assert ramp.tick().action.trigger.startswith("baking")
+        ramp.abort(reason="next")
+        return sorted(set(asked)), len(asked)
+
+    plain = one_tick()
+    assert plain == (sorted(COUNTERS), 2 * len(COUNTERS))  # as many as before the guard
+    guarded = one_tick(min_consistency=99.0)
+    assert guarded == (sorted((*COUNTERS, *SHADOW_METRICS)), 2 * 8)
+
+
+def test_the_cli_starts_a_guarded_ramp_and_shows_the_guard(run: Runner, local_file: Path) -> None:
+    f = str(local_file)
+    started = run(
+        "--file", f, "ramp", "start", "--steps", "10,100", "--bake", "1h",
+        "--min-consistency", "99.5", "--min-shadow-reads", "250", "--reason", "CHG-1",
+    )  # fmt: skip
+    assert started.code == 0, started.err
+    plan = json.loads(json.loads(local_file.read_text())["metadata"]["ramp"])["plan"]
+    assert (plan["min_consistency"], plan["min_shadow_reads"]) == (99.5, 250)
+    shown = run("--file", f, "ramp", "status")
+    assert "min consistency 99.5 % over 250 shadow reads" in shown.out, shown.out
+    body = run("--file", f, "ramp", "status", "--json").json()
+    assert body["ramp"]["plan"]["min_consistency"] == 99.5
+
+
+def test_the_cli_without_the_guard_stores_none(run: Runner, local_file: Path) -> None:
+    f = str(local_file)
+    assert run("--file", f, "ramp", "start", "--steps", "10,100", "--bake", "1h").code == 0
+    plan = json.loads(json.loads(local_file.read_text())["metadata"]["ramp"])["plan"]
+    assert (plan["min_consistency"], plan["min_shadow_reads"]) == (None, 100)
+    assert "consistency" not in run("--file", f, "ramp", "status").out
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--min-consistency", "0"], "above 0 and at most 100"),
+        (["--min-consistency", "100.5"], "above 0 and at most 100"),
+        (["--min-consistency", "-5"], "above 0 and at most 100"),
+        (["--min-consistency", "nan"], "above 0 and at most 100"),
+        (["--min-consistency", "most"], "not a percentage"),
+        (["--min-consistency", "99.9", "--min-shadow-reads", "0"], "1 or more"),
+        (["--min-consistency", "99.9", "--min-shadow-reads", "1.5"], "not a whole number"),
+        (["--min-shadow-reads", "50"], "it takes --min-consistency P too"),
+    ],
+)
+def test_bad_consistency_options_exit_2_and_write_nothing(
+    run: Runner, local_file: Path, options: list[str], says: str
+) -> None:
+    before = local_file.read_bytes()
+    f = str(local_file)
+    result = run("--file", f, "ramp", "start", "--steps", "10,100", "--bake", "1h", *options)
+    assert result.code == 2, result.err
+    assert says in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert local_file.read_bytes() == before
+    assert sorted(p.name for p in local_file.parent.iterdir()) == [local_file.name]
+
+
+@pytest.mark.parametrize(
+    ("guard", "says"),
+    [
+        ({"min_consistency": 0.0}, "min_consistency must be a percentage above 0"),
+        ({"min_consistency": 101.0}, "min_consistency must be a percentage above 0"),
+        ({"min_consistency": 99.0, "min_shadow_reads": 0}, "min_shadow_reads must be 1 or more"),
+    ],
+)
+def test_start_refuses_a_guard_it_could_not_read_back(
+    flag_store: FlagStore, cw: Any, clock: Clock, guard: dict[str, Any], says: str
+) -> None:
+    before = written(flag_store)
+    with pytest.raises(RampError, match=says):
+        ramp_of(flag_store, cw, clock).start(steps=STEPS, bake=60.0, **guard)
+    assert written(flag_store) == before

@@ -33,7 +33,8 @@ from tests.support.cli import Runner
 from tests.support.flags import dump, everywhere, phase_doc, rollout
 
 DAYS = 14
-CHECKS = ["files", "quiet", "decisions", "receivers"]
+CHECKS = ["files", "quiet", "decisions", "receivers", "consistency"]
+SHADOW = ("ShadowSame", "ShadowDifferent", "ShadowLegacyOnly", "ShadowCompositeOnly")
 UTC = datetime.timezone.utc
 DAY = datetime.timedelta(days=1)
 
@@ -75,7 +76,9 @@ def put_metric(
 
 def migrated_metrics() -> list[tuple[str, str, str, float]]:
     """Every phase decided composite only, without errors; receivers read without needing
-    the legacy key. Counters reported as 0 are reported: the EMF line carries them."""
+    the legacy key, and their sampled shadow reads found the same item under both keys (or
+    only under the composite key). Counters reported as 0 are reported: the EMF line
+    carries them."""
     out: list[tuple[str, str, str, float]] = []
     for phase in PHASES:
         out += [
@@ -84,6 +87,10 @@ def migrated_metrics() -> list[tuple[str, str, str, float]]:
             ("ReceiverReads", phase, "composite", 80),
             ("LegacyFallbackReads", phase, "composite", 0),
             ("LegacyFallbackHits", phase, "composite", 0),
+            ("ShadowSame", phase, "composite", 60),
+            ("ShadowDifferent", phase, "composite", 0),
+            ("ShadowLegacyOnly", phase, "composite", 0),
+            ("ShadowCompositeOnly", phase, "composite", 5),
         ]
     return out
 
@@ -251,11 +258,12 @@ def test_a_migrated_fleet_with_live_files_in_s3_and_local_can_remove_the_flag(
     )
     assert code == cli.EXIT_OK, "\n".join(lines)
     heads = [line for line in lines if not line.startswith(" ")]  # a wrapped detail is indented
-    assert [line.split()[:2] for line in heads[:4]] == [
+    assert [line.split()[:2] for line in heads[:5]] == [
         ["PASS", "files"],
         ["PASS", "quiet"],
         ["PASS", "decisions"],
         ["PASS", "receivers"],
+        ["PASS", "consistency"],
     ]
     assert lines[-1] == "the flag can be removed: follow rollout.md section 7"
     # The removal's work list: the printed git grep, run in the service's work tree.
@@ -352,6 +360,47 @@ CASES: list[tuple[str, Callable[[Fleet], None], dict[str, tuple[str, str]]]] = [
         lambda f: f.drop(metrics=("ReceiverReads", "LegacyFallbackReads", "LegacyFallbackHits")),
         {"receivers": ("unknown", "no receiver reports reads")},
     ),
+    (
+        "shadow-reads-found-items-only-under-the-legacy-key",
+        lambda f: f.metrics.append(("ShadowLegacyOnly", "production", "composite", 3)),
+        {
+            "consistency": (
+                "fail",
+                "production: 3 sampled read(s) found the item only under the legacy key: "
+                "backfill owed",
+            )
+        },
+    ),
+    (
+        "shadow-copies-disagree",
+        lambda f: f.metrics.append(("ShadowDifferent", "staging", "composite", 1)),
+        {
+            "consistency": (
+                "fail",
+                "staging: consistency 98.36 % is below 99.9 %: 60 same, 1 different of 61 compared",
+            )
+        },
+    ),
+    (
+        "shadow-reads-of-receivers-without-a-phase-disagree",
+        lambda f: f.metrics.append(("ShadowDifferent", "none", "composite", 2)),
+        {"consistency": ("fail", "none: consistency 0 % is below 99.9 %")},
+    ),
+    (
+        "only-composite-only-shadow-reads",
+        lambda f: f.drop(metrics=("ShadowSame",), phase="dev"),
+        {},
+    ),
+    (
+        "no-shadow-reads-in-dev",
+        lambda f: f.drop(metrics=SHADOW, phase="dev"),
+        {
+            "consistency": (
+                "unknown",
+                "dev: no shadow reads in 14 days: do the receivers sample with read_with_shadow?",
+            )
+        },
+    ),
 ]
 
 
@@ -388,6 +437,51 @@ def test_a_half_migrated_fleet_fails_exactly_the_checks_it_should(
         assert lines[-1] == f"not yet: {len(expected)} check(s) fail"
     else:
         assert lines[-1] == "the flag can be removed: follow rollout.md section 7"
+
+
+def test_the_receivers_check_reads_the_backfill_recorded_beside_the_live_file(
+    run: Runner, here: Path, cloudwatch: Any
+) -> None:
+    from ai_agent_handler.ops.backfill import Backfilled, Job
+
+    fleet = Fleet()
+    _receivers_hit_legacy(fleet)
+    argv = fleet.build(here, cloudwatch)
+    job = Job("agents-v1", "agents")
+    record = Backfilled(job, utcnow(), True, 300, 0, 0, 0, {"e#p": {"items": 300}}, (0,))
+    folder = here / "live" / "production.flagd.json.backfill" / job.name
+    folder.mkdir(parents=True)
+    (folder / "verified-segment-0-of-1.json").write_text(json.dumps(record.to_json()))
+
+    body = run(*argv, "--json").json()
+    receivers = check_of(body, "receivers")
+    assert receivers["result"] == "fail"
+    assert "production: fallback hits 2 although backfilled" in receivers["detail"]
+    assert "agents-v1 -> agents: 1 endpoint(s), 300 item(s), complete" in receivers["detail"]
+    evidence = receivers["evidence"]["phases"]["production"]["backfilled"]
+    assert evidence["complete"] is True
+    assert evidence["source"] == f"{here / 'live' / 'production.flagd.json'}.backfill"
+    assert "backfilled" not in receivers["evidence"]["phases"]["dev"]["backfilled"]["tables"]
+
+
+@pytest.mark.parametrize(
+    ("minimum", "result"), [(None, "fail"), ("98.5", "fail"), ("98.3", "pass"), ("98", "pass")]
+)
+def test_min_consistency_sets_where_the_consistency_check_passes(
+    run: Runner, here: Path, cloudwatch: Any, minimum: str | None, result: str
+) -> None:
+    fleet = Fleet()
+    fleet.metrics.append(("ShadowDifferent", "staging", "composite", 1))  # 60 of 61: 98.36 %
+    argv = fleet.build(here, cloudwatch)
+    option = [] if minimum is None else ["--min-consistency", minimum]
+    outcome = run(*argv, *option, "--json")
+    check = check_of(outcome.json(), "consistency")
+    assert check["result"] == result, check["detail"]
+    assert check["evidence"]["min_consistency"] == float(minimum or 99.9)
+    assert outcome.code == (cli.EXIT_OK if result == "pass" else cli.EXIT_NOT_DONE)
+    if result == "pass":
+        assert f"consistency at least {minimum} %" in check["detail"]
+        assert "staging 98.36 % of 61 compared (66 sampled)" in check["detail"]
 
 
 # -- quiet: no flag change for N days -------------------------------------------------------------
@@ -500,6 +594,7 @@ def test_cloudwatch_that_cannot_be_read_exits_1_and_the_other_checks_are_reporte
         "quiet": "pass",
         "decisions": "error",
         "receivers": "error",
+        "consistency": "error",
     }
     assert body["ready"] is False
     assert "CloudWatch" in check_of(body, "decisions")["detail"]
@@ -520,7 +615,7 @@ def test_a_failing_check_outranks_a_read_error(
     result = run(*argv)
     assert result.code == cli.EXIT_NOT_DONE
     assert result.out.splitlines()[-1] == (
-        "not yet: 1 check(s) fail, 2 could not read their evidence"
+        "not yet: 1 check(s) fail, 3 could not read their evidence"
     )
 
 
@@ -575,6 +670,9 @@ def test_printed_lines_fit_the_terminal(
         (["--days", "14", "--live", "dev=none", "--live", "dev=/x"], "dev given twice"),
         (["--days", "14", "--code", "."], "unrecognized arguments: --code"),
         (["--days", "14", "--namespace", ""], "--namespace is empty"),
+        (["--days", "14", "--min-consistency", "0"], "above 0 and at most 100"),
+        (["--days", "14", "--min-consistency", "100.01"], "above 0 and at most 100"),
+        (["--days", "14", "--min-consistency", "all"], "not a percentage"),
     ],
 )
 def test_bad_command_lines_exit_2(run: Runner, argv: list[str], words: str) -> None:
@@ -617,6 +715,10 @@ def test_the_json_report(run: Runner, here: Path, cloudwatch: Any) -> None:
     assert decisions["phases"]["staging"]["KeyDecisions"] == {"composite": 120.0, "legacy": 0.0}
     receivers = check_of(body, "receivers")["evidence"]["phases"]
     assert receivers["production"]["ReceiverReads"] == {"composite": 80.0, "legacy": 0.0}
+    consistency = check_of(body, "consistency")["evidence"]
+    assert consistency["min_consistency"] == 99.9
+    assert consistency["phases"]["staging"]["ShadowSame"] == {"composite": 60.0, "legacy": 0.0}
+    assert consistency["phases"]["staging"]["consistency"] == 100.0
     quiet = check_of(body, "quiet")["evidence"]
     assert quiet["phases"]["production"] == {
         "result": "unknown",
@@ -666,5 +768,6 @@ def test_the_console_script_reads_s3_and_cloudwatch_at_aws_endpoint_url(
         "quiet": "fail",
         "decisions": "pass",
         "receivers": "pass",
+        "consistency": "pass",
     }, done.stderr
     assert done.returncode == cli.EXIT_NOT_DONE

@@ -13,6 +13,8 @@ Fixtures live in ``conftest.py`` files; these modules are imported explicitly.
 * :mod:`.rollout`: a rollout with a history (edits, a ramp stepped and rolled back by an
   alarm) through the CLI, and damaged records planted in its audit trail.
 * :mod:`.browser`: a page opened in a real headless Chromium with the network off.
+* :mod:`.tables`: DynamoDB tables shaped like the receivers' (before and after the key
+  migration) and their items, for the backfill.
 """
 
 from __future__ import annotations

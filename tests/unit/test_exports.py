@@ -22,6 +22,7 @@ from ai_agent_handler import exceptions
 PUBLIC = {
     "AIAgentEventHandler",
     "AIAgentHandlerError",
+    "BackfillError",
     "ConflictError",
     "FLAG_DOMAIN",
     "FLAG_KEY",
@@ -45,6 +46,7 @@ PUBLIC = {
 PUBLIC_MODULES = {
     "ai_agent_handler",
     "ai_agent_handler.ai_agent_handler",
+    "ai_agent_handler.ops.backfill_io",
     "ai_agent_handler.pytest_plugin",
     "ai_agent_handler.receiver",
 }

@@ -181,13 +181,32 @@ def _subjects() -> list[str]:
 
 def test_the_ops_naming_rule_holds() -> None:
     # Every <subject>_io has its pure <subject>; the three subjects of the operators' side.
-    assert _subjects() == ["config", "edits", "history", "ramp", "report", "retire", "status"]
+    assert _subjects() == [
+        "backfill",
+        "config",
+        "edits",
+        "history",
+        "ramp",
+        "report",
+        "retire",
+        "status",
+    ]
     for subject in _subjects():
         assert (OPS / f"{subject}.py").is_file(), subject
     assert not [path.name for path in OPS.glob("*.py") if path.stem.endswith(("_control", "_ops"))]
 
 
-@pytest.mark.parametrize("subject", _subjects())
+#: Pure modules of ops/ that serve several subjects and have no ``_io`` of their own.
+SHARED_PURE = ("shadow",)
+
+
+def test_the_shared_pure_modules_exist() -> None:
+    for module in SHARED_PURE:
+        assert (OPS / f"{module}.py").is_file(), module
+        assert not (OPS / f"{module}_io.py").exists(), module
+
+
+@pytest.mark.parametrize("subject", [*_subjects(), *SHARED_PURE])
 def test_a_subjects_decisions_do_no_io(subject: str) -> None:
     imported = _every_import(OPS / f"{subject}.py")
     doing_io = sorted(

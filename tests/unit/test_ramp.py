@@ -13,6 +13,7 @@ import pytest
 from ai_agent_handler.exceptions import RampError
 from ai_agent_handler.ops.cloudwatch import period_for
 from ai_agent_handler.ops.ramp import (
+    COUNTERS,
     Evidence,
     FlagView,
     Plan,
@@ -25,7 +26,14 @@ from ai_agent_handler.ops.ramp import (
     parse_steps,
     realign,
 )
+from ai_agent_handler.ops.shadow import (
+    ShadowCounts,
+    consistency,
+    parse_min_consistency,
+    percent_text,
+)
 from ai_agent_handler.ops.times import Window, format_duration, parse_duration
+from ai_agent_handler.receiver import SHADOW_METRICS
 from tests.support import FLAGS_DIR
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -418,3 +426,238 @@ def test_every_ramp_line_reads_at_the_start(kind: str) -> None:
     line = describe(Outcome(Action(kind, -1, 0, "operator"), at_start, written=False))[0]  # type: ignore[arg-type]
     assert "the start (0 %, before step 1/5)" in line
     assert not re.search(r"\b(at|to) before\b", line), line
+
+
+# -- the consistency guard: shadow reads ----------------------------------------------------
+
+GUARDED = replace(PLAN, min_consistency=99.9, min_shadow_reads=100)
+
+
+def shadow(
+    same: float = 0, different: float = 0, legacy_only: float = 0, composite_only: float = 0
+) -> dict[str, dict[str, float]]:
+    """The four shadow-read counters as CloudWatch sums them (composite key reads)."""
+    values = (same, different, legacy_only, composite_only)
+    return {m: {"composite": v} for m, v in zip(SHADOW_METRICS, values, strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("plan", "alarms", "sums", "health", "says", "never"),
+    [
+        # No guard: the shadow counters are not looked at, whatever they say.
+        (PLAN, {}, {**HEALTHY, **shadow(10, 90)}, "healthy", "50 composite", "consistency"),
+        (
+            GUARDED,
+            {},
+            {**HEALTHY, **shadow(1999, 1, legacy_only=40)},
+            "healthy",
+            "shadow read consistency 99.95 % >= 99.9 % (1999 same, 1 different of 2000 compared)",
+            "too few",
+        ),
+        # Exactly at the minimum is not below it.
+        (GUARDED, {}, {**HEALTHY, **shadow(999, 1)}, "healthy", "99.9 % >= 99.9 %", ""),
+        (
+            GUARDED,
+            {},
+            {**HEALTHY, **shadow(985, 15)},
+            "breach",
+            "shadow read consistency 98.5 % < 99.9 %: 985 same, 15 different of 1000 compared",
+            "",
+        ),
+        # 99.899 % is not rounded up to the minimum it is below.
+        (
+            GUARDED,
+            {},
+            {**HEALTHY, **shadow(99899, 101)},
+            "breach",
+            "consistency 99.899 % < 99.9 %",
+            "",
+        ),
+        (
+            GUARDED,
+            {},
+            {**HEALTHY, **shadow(60, 39, composite_only=500)},
+            "hold",
+            "too few shadow reads: 99 compared, 100 needed",
+            "",
+        ),
+        (
+            replace(GUARDED, min_consistency=50.0, min_shadow_reads=5),
+            {},
+            {**HEALTHY, **shadow(3, 2)},
+            "healthy",
+            "60 % >= 50 %",
+            "",
+        ),
+        # A hold never masks another guard's breach.
+        (
+            GUARDED,
+            {"receivers-5xx": "ALARM"},
+            {**HEALTHY, **shadow(5, 0)},
+            "breach",
+            "alarm receivers-5xx is in ALARM",
+            "too few shadow reads",
+        ),
+        (
+            GUARDED,
+            {},
+            {**counters(KeyDecisions=(50, 500), FlagEvaluationErrors=(1, 0)), **shadow(5, 0)},
+            "breach",
+            "1 flag evaluation error",
+            "too few shadow reads",
+        ),
+        # Two breaches are both said.
+        (
+            GUARDED,
+            {"receivers-5xx": "ALARM"},
+            {**HEALTHY, **shadow(900, 100)},
+            "breach",
+            "alarm receivers-5xx is in ALARM | shadow read consistency 90 % < 99.9 %",
+            "",
+        ),
+        # Too few composite decisions and too few shadow reads: one hold, both reasons.
+        (
+            GUARDED,
+            {},
+            {**counters(KeyDecisions=(9, 500)), **shadow(1, 0)},
+            "hold",
+            "10 needed | too few shadow reads: 1 compared, 100 needed",
+            "",
+        ),
+    ],
+)
+def test_the_consistency_guards_verdict(
+    plan: Plan,
+    alarms: dict[str, str | None],
+    sums: dict[str, dict[str, float]],
+    health: str,
+    says: str,
+    never: str,
+) -> None:
+    verdict = judge(Evidence(WINDOW, alarms, sums), plan)
+    said = " | ".join(verdict.reasons)
+    assert verdict.health == health, said
+    assert says in said
+    if never:
+        assert never not in said
+
+
+def test_the_consistency_guard_is_not_applied_at_0_percent() -> None:
+    low = Evidence(WINDOW, {"receivers-5xx": "OK"}, {**counters(), **shadow(1, 99)})
+    assert judge(low, GUARDED, composite=False) == Verdict(
+        "healthy", ("at 0 %: alarms OK, no flag evaluation errors",)
+    )
+    none = Evidence(WINDOW, {"receivers-5xx": "OK"}, counters())
+    assert judge(none, GUARDED, composite=False).health == "healthy"
+    assert judge(low, GUARDED).health == "breach"  # at a real step it is
+
+
+def test_only_a_plan_with_the_consistency_guard_reads_the_shadow_counters() -> None:
+    assert PLAN.counters == COUNTERS
+    assert GUARDED.counters == (*COUNTERS, *SHADOW_METRICS)
+    assert PLAN.guard_words() == ""
+    assert GUARDED.guard_words() == "min consistency 99.9 % over 100 shadow reads"
+
+
+def test_the_consistency_is_one_figure_of_same_and_different() -> None:
+    assert consistency(0, 0) is None
+    assert consistency(999, 1) == pytest.approx(99.9)
+    assert consistency(5, 0) == 100.0
+    counts = ShadowCounts.of({**shadow(3, 1, legacy_only=7, composite_only=9)})
+    assert (counts.compared, counts.sampled, counts.consistency) == (4, 20, 75.0)
+    # Both key schemes add up; a counter nobody reported is 0.
+    both = ShadowCounts.of({"ShadowSame": {"composite": 2, "legacy": 1}})
+    assert (both.same, both.different, both.consistency) == (3, 0, 100.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "limits", "text"),
+    [
+        (99.95, (), "99.95"),
+        (100.0, (), "100"),
+        (98.5, (99.9,), "98.5"),
+        (99.9996, (), "99.9996"),  # never 100 while a copy disagrees
+        (99.8999, (99.9,), "99.8999"),  # never the minimum it is below
+        (66.666666, (), "66.67"),
+    ],
+)
+def test_consistency_figures_never_round_across_a_limit(
+    value: float, limits: tuple[float, ...], text: str
+) -> None:
+    assert percent_text(value, limits) == text
+
+
+def test_the_guard_survives_its_metadata_string_and_old_states_have_none() -> None:
+    guarded = state(plan=replace(GUARDED, min_consistency=99.5, min_shadow_reads=250))
+    assert RampState.decode(guarded.encode()) == guarded
+    data = json.loads(state().encode())
+    assert data["plan"]["min_consistency"] is None and data["plan"]["min_shadow_reads"] == 100
+    # A state written before the guard existed has neither field: no guard.
+    for name in ("min_consistency", "min_shadow_reads"):
+        del data["plan"][name]
+    old = RampState.decode(json.dumps(data))
+    assert (old.plan.min_consistency, old.plan.min_shadow_reads) == (None, 100)
+    assert old == state()
+
+
+@pytest.mark.parametrize(
+    ("plan", "says"),
+    [
+        ({"min_consistency": 0}, "plan.min_consistency must be a percentage above 0"),
+        ({"min_consistency": 100.5}, "plan.min_consistency must be a percentage above 0"),
+        ({"min_consistency": float("nan")}, "plan.min_consistency must be a percentage"),
+        ({"min_consistency": "99.9"}, "plan.min_consistency must be a percentage, not '99.9'"),
+        ({"min_consistency": True}, "plan.min_consistency must be a percentage"),
+        ({"min_shadow_reads": 0}, "plan.min_shadow_reads must be a whole number from 1"),
+        ({"min_shadow_reads": 1.5}, "plan.min_shadow_reads must be a whole number"),
+    ],
+)
+def test_a_damaged_guard_is_a_ramp_error(plan: dict[str, Any], says: str) -> None:
+    with pytest.raises(RampError, match=re.escape(says)):
+        RampState.decode(_damaged(plan=plan))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("99.9", 99.9), ("100", 100.0), ("0.5", 0.5), (" 99.5% ", 99.5)]
+)
+def test_min_consistency_values(text: str, value: float) -> None:
+    assert parse_min_consistency(text) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("0", "above 0 and at most 100"),
+        ("-1", "above 0 and at most 100"),
+        ("100.1", "above 0 and at most 100"),
+        ("nan", "above 0 and at most 100"),
+        ("inf", "above 0 and at most 100"),
+        ("high", "not a percentage"),
+        ("", "not a percentage"),
+    ],
+)
+def test_bad_min_consistency_values(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_min_consistency(text)
+
+
+def test_the_plan_line_and_the_evidence_lines_show_the_guard() -> None:
+    from ai_agent_handler.ops.cli_ramp import describe, status_lines
+    from ai_agent_handler.ops.ramp import Action
+    from ai_agent_handler.ops.ramp_io import Current, Outcome
+    from ai_agent_handler.ops.store import Snapshot
+
+    guarded = state(plan=GUARDED)
+    current = Current(Snapshot(b"{}", None), {}, AT_5, guarded)
+    plan_line = status_lines(current, "f.json", T0)[2]
+    assert plan_line.endswith("tolerance 0.25, min consistency 99.9 % over 100 shadow reads")
+    plain = status_lines(replace(current, state=state()), "f.json", T0)[2]
+    assert plain.endswith("tolerance 0.25")
+    evidence = Evidence(WINDOW, {}, {**HEALTHY, **shadow(985, 15, 2, 7)})
+    verdict = judge(evidence, GUARDED)
+    action = Action("rollback", 0, 1, "guard breach", verdict.reasons, verdict)
+    lines = describe(Outcome(action, guarded, False, evidence))
+    assert "  shadow reads: same 985, different 15, legacy only 2, composite only 7" in lines
+    assert any("shadow read consistency 98.5 % < 99.9 %" in line for line in lines)
+    unguarded = describe(Outcome(action, state(), False, Evidence(WINDOW, {}, HEALTHY)))
+    assert not any("shadow reads:" in line for line in unguarded)

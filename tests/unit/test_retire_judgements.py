@@ -14,17 +14,21 @@ from typing import Any
 
 import pytest
 
+from ai_agent_handler.ops.backfill import Backfilled, Job
 from ai_agent_handler.ops.retire import (
     NO_PHASE,
+    Backfills,
     Counters,
     FileReading,
     LastChange,
+    judge_consistency,
     judge_decisions,
     judge_files,
     judge_quiet,
     judge_receivers,
 )
 from ai_agent_handler.ops.times import Window
+from ai_agent_handler.receiver import SHADOW_METRICS
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -692,3 +696,255 @@ def test_the_receivers_evidence_keeps_every_counter() -> None:
         "result": "fail",
         "detail": "1 read(s) found their item only under the legacy key",
     }
+
+
+def _backfilled(*, complete: bool = True) -> Backfills:
+    record = Backfilled(
+        Job("agents-v1", "agents"),
+        ago(days=2),
+        complete,
+        300,
+        0 if complete else 3,
+        0,
+        0,
+        {"aws-prod#acme": {"items": 300, "complete": complete}},
+        (0,),
+    )
+    return Backfills("live/production.flagd.json.backfill", (record,))
+
+
+RECORDED = "agents-v1 -> agents: 1 endpoint(s), 300 item(s), complete, verified 2026-02-27"
+
+BACKFILLED = [
+    pytest.param(
+        {**READ_EVERYWHERE, "production": read(7, hits=2)},
+        {"production": _backfilled()},
+        "fail",
+        (
+            "production: fallback hits 2 although backfilled (items written under the legacy key "
+            "since, or a table not backfilled); backfilled: " + RECORDED,
+        ),
+        ("migrate",),
+        id="hits-although-backfilled",
+    ),
+    pytest.param(
+        {**READ_EVERYWHERE, "production": read(7, hits=2)},
+        {"production": Backfills("live/production.flagd.json.backfill")},
+        "fail",
+        (
+            "production: 2 read(s) found their item only under the legacy key; no backfill is "
+            "recorded beside live/production.flagd.json.backfill: copy the legacy items "
+            "(ai-agent-rollout backfill, then backfill verify)",
+        ),
+        (),
+        id="hits-and-no-backfill",
+    ),
+    pytest.param(
+        {**READ_EVERYWHERE, "production": read(7, hits=2)},
+        {"production": _backfilled(complete=False)},
+        "fail",
+        (
+            "production: 2 read(s) found their item only under the legacy key; backfilled: "
+            "agents-v1 -> agents: 1 endpoint(s), 300 item(s), INCOMPLETE (3 missing)",
+        ),
+        ("although",),
+        id="hits-and-an-incomplete-backfill",
+    ),
+    pytest.param(
+        READ_EVERYWHERE,
+        {"production": _backfilled()},
+        "pass",
+        ("reads: dev 5, staging 6, production 7; backfilled: production: " + RECORDED,),
+        (),
+        id="passed-and-backfilled",
+    ),
+    pytest.param(
+        READ_EVERYWHERE,
+        {"production": Backfills("s3://b/p.backfill", error="cannot read s3://b/p.backfill")},
+        "pass",
+        (),
+        ("backfilled",),
+        id="unreadable-records-do-not-decide",
+    ),
+]
+
+
+@pytest.mark.parametrize(("counters", "backfills", "result", "says", "never"), BACKFILLED)
+def test_the_receivers_check_names_what_was_backfilled(
+    counters: Mapping[str, Counters],
+    backfills: Mapping[str, Backfills],
+    result: str,
+    says: tuple[str, ...],
+    never: tuple[str, ...],
+) -> None:
+    check = judge_receivers(counters, days=DAYS, window=WINDOW, backfills=backfills)
+    assert check.result == result, check.detail
+    check_detail(check.detail, says, never)
+    assert check.evidence["phases"]["production"]["backfilled"] == backfills["production"].to_json()
+
+
+# -- consistency ---------------------------------------------------------------------------------
+
+
+def sampled(
+    same: float = 0, different: float = 0, legacy_only: float = 0, composite_only: float = 0
+) -> Counters:
+    """A phase's shadow-read counters (receivers' sampled reads of composite keys)."""
+    values = (same, different, legacy_only, composite_only)
+    return Counters({m: {"composite": v} for m, v in zip(SHADOW_METRICS, values, strict=True)})
+
+
+AGREEING = {"dev": sampled(100), "staging": sampled(2000, 1), "production": sampled(5000, 2, 0, 30)}
+BACKFILL_OWED = "sampled read(s) found the item only under the legacy key: backfill owed"
+
+CONSISTENCY = [
+    pytest.param(
+        {**AGREEING, NO_PHASE: Counters()},
+        "pass",
+        (
+            "no backfill owed and consistency at least 99.9 % in 14 days; shadow reads: "
+            "dev 100 % of 100 compared (100 sampled), staging 99.95 % of 2001 compared "
+            "(2001 sampled), production 99.96 % of 5002 compared (5032 sampled)",
+        ),
+        ("none",),
+        id="agreeing-none-silent",
+    ),
+    pytest.param(
+        {**AGREEING, "dev": sampled(composite_only=12)},
+        "pass",
+        ("dev 12 sampled, none found the item under both keys (consistency undefined)",),
+        (),
+        id="only-composite-only-reads",
+    ),
+    pytest.param(
+        {**AGREEING, "staging": sampled(999, 1)},
+        "pass",
+        ("staging 99.9 % of 1000 compared",),
+        (),
+        id="exactly-the-minimum",
+    ),
+    pytest.param(
+        {**AGREEING, "production": sampled(5000, 2, legacy_only=3)},
+        "fail",
+        (f"production: 3 {BACKFILL_OWED}",),
+        ("dev", "staging", "consistency"),
+        id="backfill-owed",
+    ),
+    pytest.param(
+        {**AGREEING, "staging": sampled(985, 15)},
+        "fail",
+        ("staging: consistency 98.5 % is below 99.9 %: 985 same, 15 different of 1000 compared",),
+        ("dev", "production", "backfill"),
+        id="below-the-minimum",
+    ),
+    pytest.param(
+        {**AGREEING, "staging": sampled(99899, 101)},
+        "fail",
+        ("consistency 99.899 % is below 99.9 %",),
+        (),
+        id="never-rounded-up-to-the-minimum",
+    ),
+    pytest.param(
+        {**AGREEING, "dev": sampled(90, 10, legacy_only=1)},
+        "fail",
+        (f"dev: 1 {BACKFILL_OWED}; consistency 90 % is below 99.9 %",),
+        (),
+        id="backfill-owed-and-below",
+    ),
+    pytest.param(
+        {**AGREEING, "dev": sampled(legacy_only=4)},
+        "fail",
+        (f"dev: 4 {BACKFILL_OWED}",),
+        ("no shadow reads", "consistency 0"),
+        id="only-legacy-only-reads",
+    ),
+    pytest.param(
+        {**AGREEING, "production": Counters()},
+        "unknown",
+        ("production: no shadow reads in 14 days: do the receivers sample with read_with_shadow?",),
+        (),
+        id="a-phase-without-shadow-reads",
+    ),
+    pytest.param(
+        {**AGREEING, NO_PHASE: sampled(1, legacy_only=2)},
+        "fail",
+        (f"none: 2 {BACKFILL_OWED}",),
+        (),
+        id="backfill-owed-without-a-phase",
+    ),
+    pytest.param(
+        {**AGREEING, NO_PHASE: sampled(50, 50)},
+        "fail",
+        ("none: consistency 50 % is below 99.9 %",),
+        (),
+        id="disagreeing-without-a-phase",
+    ),
+    pytest.param(
+        {
+            "dev": sampled(100),
+            "staging": unread(CW_ERROR),
+            "production": unread(CW_ERROR),
+            NO_PHASE: unread(CW_ERROR),
+        },
+        "error",
+        (CW_ERROR,),
+        ("staging:", "production:"),
+        id="an-error-stands-for-the-later-phases",
+    ),
+    pytest.param(
+        {"dev": Counters(), "staging": unread(CW_ERROR), "production": unread(CW_ERROR)},
+        "unknown",
+        ("dev: no shadow reads", CW_ERROR),
+        (),
+        id="unknown-outranks-an-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("counters", "result", "says", "never"), CONSISTENCY)
+def test_judge_consistency(
+    counters: Mapping[str, Counters], result: str, says: tuple[str, ...], never: tuple[str, ...]
+) -> None:
+    check = judge_consistency(counters, days=DAYS, window=WINDOW)
+    assert (check.name, check.result) == ("consistency", result), check.detail
+    check_detail(check.detail, says, never)
+    assert check.detail.count("CloudWatch: AccessDenied") <= 1  # an error said once
+    assert list(check.evidence["phases"]) == list(counters)
+    assert check.evidence["min_consistency"] == 99.9
+
+
+@pytest.mark.parametrize(
+    ("minimum", "result", "says"),
+    [
+        (98.0, "pass", "consistency at least 98 % in 14 days"),
+        (98.5, "pass", "staging 98.5 % of 1000 compared"),
+        (99.0, "fail", "staging: consistency 98.5 % is below 99 %"),
+        (100.0, "fail", "production: consistency 99.96 % is below 100 %"),
+    ],
+)
+def test_judge_consistency_against_its_minimum(minimum: float, result: str, says: str) -> None:
+    counters = {**AGREEING, "staging": sampled(985, 15)}
+    check = judge_consistency(counters, days=DAYS, window=WINDOW, min_consistency=minimum)
+    assert check.result == result, check.detail
+    assert says in check.detail
+    assert check.evidence["min_consistency"] == minimum
+
+
+def test_the_consistency_evidence_keeps_every_counter_and_the_figure() -> None:
+    check = judge_consistency(
+        {**AGREEING, "staging": sampled(985, 15, 2, 7), NO_PHASE: unread(CW_ERROR)},
+        days=DAYS,
+        window=WINDOW,
+    )
+    assert check.evidence["phases"]["staging"] == {
+        "ShadowSame": {"composite": 985},
+        "ShadowDifferent": {"composite": 15},
+        "ShadowLegacyOnly": {"composite": 2},
+        "ShadowCompositeOnly": {"composite": 7},
+        "consistency": 98.5,
+        "result": "fail",
+        "detail": f"2 {BACKFILL_OWED}; consistency 98.5 % is below 99.9 %: 985 same, "
+        "15 different of 1000 compared",
+    }
+    assert check.evidence["phases"]["dev"]["consistency"] == 100.0
+    assert "consistency" not in check.evidence["phases"][NO_PHASE]  # not read
