@@ -339,8 +339,8 @@ def _rows(bench: _Bench, smoke: bool) -> tuple[list[Row], list[str]]:
         "partitions take writes in parallel.",
         "The capacity-limited run counts what moto reports as consumed (1 unit per item "
         "written, each under 1 KB) over the run's own clock (from after the tables are "
-        "described to the end). The limiter allows a burst of one second's worth at the "
-        "start, so a short run reads a little over the limit.",
+        "described to the end). The limiter starts with one unit in hand and reserves a "
+        "unit for each request it admits, so the rate holds from the first request on.",
         "Memory: moto's server (which holds the items) is another process; tracemalloc "
         "traces this process while run_backfill runs (client created before, its service "
         "model loaded once by a small copy first): the scanned page "

@@ -815,9 +815,15 @@ class Backfilled:
 
 
 def merge_records(records: Iterable[Backfilled]) -> Backfilled | None:
-    """Workers' records of one job, as one: the newest record of each segment."""
+    """Workers' records of one job, as one: the newest record of each segment, of the
+    segmentation (``--segments``) the newest record was made with (a table verified again
+    with other segments is judged on that verification alone)."""
+    records = list(records)
+    if not records:
+        return None
+    latest = max(records, key=lambda record: record.verified).job.segments
     newest: dict[int, Backfilled] = {}
-    for record in records:
+    for record in (r for r in records if r.job.segments == latest):
         for segment in record.segments:
             if segment not in newest or newest[segment].verified < record.verified:
                 newest[segment] = record

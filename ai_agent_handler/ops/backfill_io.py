@@ -84,6 +84,8 @@ __all__ = [
     "BackfillReport",
     "CheckpointStore",
     "VerifyReport",
+    "backfill_root",
+    "function_rule",
     "read_backfilled",
     "run_backfill",
     "verify_backfill",

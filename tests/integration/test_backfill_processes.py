@@ -334,12 +334,6 @@ def test_two_workers_on_one_table_copy_each_item_once(
     assert sum(e["items"] for e in record.endpoints.values()) == total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_backfilled merges verification records of different --segments by segment "
-    "index: a table verified with --segments 4, then with 1, reads back as INCOMPLETE with "
-    "items counted twice",
-)
 def test_a_verification_with_other_segments_is_read_back_alone(
     env: dict[str, str], dynamodb: Any, map_file: Path, tmp_path: Path
 ) -> None:

@@ -501,6 +501,24 @@ def test_the_newest_record_of_each_segment_makes_the_tables_record() -> None:
     assert "complete" in merged.summary() and "INCOMPLETE" not in merged.summary()
 
 
+def test_a_table_verified_again_with_other_segments_is_judged_on_the_newest() -> None:
+    whole = Backfilled(
+        Job("old", "new", segments=1),
+        datetime.datetime(2026, 12, 4, 5, tzinfo=datetime.timezone.utc),
+        True,
+        20,
+        0,
+        0,
+        0,
+        {"e#p": {"items": 20, "complete": True}},
+        (0,),
+    )
+    merged = merge_records([_record(0, 1, complete=False), _record(1, 2), whole])
+    assert merged == whole
+    older = merge_records([whole, _record(0, 6), _record(1, 7)])
+    assert older is not None and older.job.segments == 2 and older.items == 20
+
+
 def test_a_record_missing_a_segment_is_not_whole() -> None:
     merged = merge_records([_record(1, 2)])
     assert merged is not None and not merged.whole
