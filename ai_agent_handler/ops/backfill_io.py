@@ -454,18 +454,17 @@ def run_backfill(
         raise BackfillError("a backfill needs a checkpoint location (only a dry run has none)")
     if isinstance(page_size, bool) or not 1 <= page_size <= 10_000:
         raise BackfillError(f"page size must be from 1 to 10000, not {page_size!r}")
-    segments = worker.segments(job.segments)
-    dynamo = _Dynamo(
-        dynamodb_client or _dynamodb_client(),
+    segments, dynamo, target = _open(
+        job,
+        worker,
+        dynamodb_client,
         max_read_units=max_read_units,
         max_write_units=max_write_units,
-        workers=worker.count,
         max_throttle_retries=max_throttle_retries,
         clock=clock,
         sleep=sleep,
         draw=draw,
     )
-    target = _check_tables(dynamo, job)
     source_count = dynamo.describe(job.source_table).item_count if not job.same_table else None
     expected = _share(target.item_count if job.same_table else source_count, job, segments)
     store = None if dry_run else CheckpointStore(str(checkpoint), job, s3_client=s3_client)
@@ -516,6 +515,33 @@ def run_backfill(
     report.seconds = clock() - started
     show(final=True)
     return report
+
+
+def _open(
+    job: Job,
+    worker: Worker,
+    client: DynamoDBClient | None,
+    *,
+    max_read_units: float | None,
+    max_write_units: float | None,
+    max_throttle_retries: int,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    draw: Callable[[], float],
+) -> tuple[list[int], _Dynamo, _Table]:
+    """This worker's segments, the job's DynamoDB calls, and the target table checked."""
+    segments = worker.segments(job.segments)
+    dynamo = _Dynamo(
+        client or _dynamodb_client(),
+        max_read_units=max_read_units,
+        max_write_units=max_write_units,
+        workers=worker.count,
+        max_throttle_retries=max_throttle_retries,
+        clock=clock,
+        sleep=sleep,
+        draw=draw,
+    )
+    return segments, dynamo, _check_tables(dynamo, job)
 
 
 def _dynamodb_client() -> DynamoDBClient:
@@ -665,18 +691,17 @@ def verify_backfill(
     composite key: the same content as the copy writes, or a difference (missing, or which
     attributes differ). Per segment, a record (``verified-segment-...json``) goes beside the
     checkpoints (``checkpoint`` None: none is written); ``retire-check`` reads them."""
-    segments = worker.segments(job.segments)
-    dynamo = _Dynamo(
-        dynamodb_client or _dynamodb_client(),
+    segments, dynamo, target = _open(
+        job,
+        worker,
+        dynamodb_client,
         max_read_units=max_read_units,
         max_write_units=None,
-        workers=worker.count,
         max_throttle_retries=max_throttle_retries,
         clock=clock,
         sleep=sleep,
         draw=draw,
     )
-    target = _check_tables(dynamo, job)
     store = None if checkpoint is None else CheckpointStore(checkpoint, job, s3_client=s3_client)
     total = Verified()
     started = shown = clock()
